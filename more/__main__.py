@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 COMMANDS: dict[str, str] = {
@@ -23,15 +24,21 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def available() -> dict[str, str]:
+    """Subcommands whose module is installed (a missing one is never listed, never a traceback)."""
+    return {name: text for name, text in COMMANDS.items() if importlib.util.find_spec(f"more.commands.{name}")}
+
+
 def _top_parser() -> argparse.ArgumentParser:
+    commands = available()
     parser = argparse.ArgumentParser(
         prog="python -m more",
         description="MoRe weakly supervised segmentation: training, evaluation, ablations, searches and reports.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands:\n" + "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items())
+        epilog="subcommands:\n" + "\n".join(f"  {name:<8} {text}" for name, text in commands.items())
         + "\n\nRun `python -m more SUBCOMMAND --help` for the options of one subcommand.",
     )
-    parser.add_argument("command", choices=list(COMMANDS), metavar="SUBCOMMAND", help="one of: " + ", ".join(COMMANDS))
+    parser.add_argument("command", choices=list(commands), metavar="SUBCOMMAND", help="one of: " + ", ".join(commands))
     return parser
 
 
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 0
     name = argv[0]
-    if name not in COMMANDS:
+    if name not in available():
         top.parse_args(argv[:1])  # prints the choices and exits 2
     module = importlib.import_module(f"more.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"python -m more {name}", description=COMMANDS[name])

@@ -1,0 +1,128 @@
+"""Checkpoints that resume a run exactly: written atomically, loaded with ``weights_only=True``, at most k kept.
+
+Layout: ``RUN_DIR/checkpoints/iter_000200/{checkpoint.pt, config.yaml}``. A checkpoint holds the model, the
+optimizer (incl. its schedule step), the iteration, the data-order position and every RNG state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from more.config import MoReConfig, save_config
+
+CKPT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state_to_tensors(np.random.get_state()),
+        "python": [torch.tensor(list(random.getstate()[1]), dtype=torch.int64), random.getstate()[0], random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state_to_tensors(st: tuple) -> list:
+    name, keys, pos, has_gauss, cached = st
+    return [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py_keys, version, gauss = state["python"]
+    random.setstate((version, tuple(int(k) for k in py_keys.tolist()), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    *,
+    iteration: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data_state: dict[str, int],
+    cfg: MoReConfig,
+    keep: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``checkpoints/iter_NNNNNN`` atomically (temporary folder, then rename) and prune to ``keep``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"iter_{iteration:06d}"
+    tmp = root / f".tmp_iter_{iteration:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    payload = {
+        "iteration": iteration,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "data": dict(data_state),
+        "rng": rng_state(),
+        "extra": extra or {},
+    }
+    torch.save(payload, tmp / CKPT_FILE)
+    save_config(cfg, tmp / "config.yaml")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith("iter_") and (p / CKPT_FILE).is_file())
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Accept a checkpoint file, a checkpoint folder, or a run folder (its newest checkpoint)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if (p / CKPT_FILE).is_file():
+        return p / CKPT_FILE
+    found = list_checkpoints(p)
+    if found:
+        return found[-1] / CKPT_FILE
+    raise CheckpointError(f"no checkpoint at {p} (expected {CKPT_FILE}, a checkpoint folder, or a run folder)")
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); a clear error for missing or corrupt files."""
+    file = resolve_checkpoint(path)
+    try:
+        payload = torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise CheckpointError(f"cannot read checkpoint {file}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"{file} is not a MoRe checkpoint (no 'model' entry)")
+    payload["path"] = str(file)
+    return payload
+
+
+def load_model_weights(model: torch.nn.Module, payload: dict[str, Any]) -> None:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{payload.get('path', 'checkpoint')} does not fit this model: {exc}") from None

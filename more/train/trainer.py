@@ -1,0 +1,247 @@
+"""The MoRe training loop: one explicit loop, no framework (MORE_SPEC §3, §4).
+
+``train(cfg, report=...)`` never imports ray or mlflow: the harness passes a ``report(metrics, checkpoint_dir)``
+callable. Losses stay on the device and are read every ``train.log_every`` steps (no per-step host sync); a
+non-finite loss is caught at the next read, before any checkpoint is written, and raises
+:class:`TrainingDiverged` naming the first bad step and term.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from more.config import MoReConfig, save_config
+from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
+from more.eval.evaluate import EvalResult, evaluate
+from more.model import build_model
+from more.pseudo.par import PAR
+from more.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
+from more.train.data_order import _mix, iterate_batches
+from more.train.optim import PolyWarmupAdamW
+from more.train.progress import Progress
+from more.train.step import TERMS, training_step
+
+Report = Callable[[dict[str, float], "str | None"], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite; the message names the first bad step and term."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def use_autocast(cfg: MoReConfig, device: torch.device) -> bool:
+    return cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_run_dir(cfg: MoReConfig) -> Path:
+    name = cfg.runtime.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.runtime.out_dir) / name
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]:
+    metrics = result.flat()
+    for out, s in result.scores.items():
+        for name, iou in zip(class_names, s.iou):
+            metrics[f"val/{out}/iou/{name}"] = 100.0 * float(iou)
+    return metrics
+
+
+def train(
+    cfg: MoReConfig,
+    *,
+    report: Report | None = None,
+    resume: str | None = None,
+    run_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Train MoRe and return the last evaluation's metrics (plus ``iter``).
+
+    Args:
+        cfg: a validated config.
+        report: called as ``report(metrics, checkpoint_dir)`` after every evaluation.
+        resume: a checkpoint file/folder, or a run folder (its newest checkpoint), to continue from exactly.
+        run_dir: where to write config.yaml, git.txt, metrics.jsonl, evals and checkpoints.
+        log: where plain progress lines go (default: the progress display).
+    """
+    from more.data import class_names as dataset_class_names
+    from more.eval.metrics import format_table
+
+    device = resolve_device(cfg.runtime.device)
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
+    autocast = use_autocast(cfg, device)
+
+    run_path = Path(run_dir) if run_dir else default_run_dir(cfg)
+    run_path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_path / "config.yaml")
+    (run_path / "git.txt").write_text(git_sha() + "\n")
+    metrics_file = run_path / "metrics.jsonl"
+
+    ensure_dataset(cfg)
+    train_set = build_train_dataset(cfg)
+    val_set = build_eval_dataset(cfg, cfg.data.val_split)
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+        collate_fn=collate_eval,
+    )
+    names = dataset_class_names(cfg)
+
+    model = build_model(cfg).to(device)
+    model.train()
+    par = PAR(dilations=cfg.pseudo.par_dilations, num_iter=cfg.pseudo.par_iters).to(device)
+    groups = model.param_groups(lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult, weight_decay=cfg.optim.weight_decay)
+    optimizer = PolyWarmupAdamW(groups, cfg=cfg.optim, max_iters=cfg.train.max_iters)
+    step_model = torch.compile(model) if cfg.train.compile else model
+
+    start, epoch, position = 0, 0, 0
+    if resume:
+        payload = load_checkpoint(resume, map_location=device)
+        load_model_weights(model, payload)
+        optimizer.load_state_dict(payload["optimizer"])
+        start = int(payload["iteration"])
+        epoch, position = int(payload["data"]["epoch"]), int(payload["data"]["position"])
+        set_rng_state(payload["rng"])
+        metrics_file.touch()
+        # drop records written after the checkpoint by the interrupted run, so the file reads like one run
+        kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]
+        metrics_file.write_text("".join(ln + "\n" for ln in kept))
+
+    total_iters = cfg.train.max_iters
+    progress = Progress(total_iters, desc=cfg.name, start=start)
+    say = log or progress.line
+    say(f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
+        f"{len(train_set)} train / {len(val_set)} val images | iterations {start}->{total_iters}")
+
+    batches = iterate_batches(
+        train_set, batch_size=cfg.train.batch_size, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
+        start_epoch=epoch, start_position=position, pin_memory=device.type == "cuda",
+    )
+    sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
+    first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
+    window_steps, window_t0 = 0, time.perf_counter()
+    last: dict[str, float] = {"iter": float(start)}
+    sec_per_iter = float("nan")
+
+    def check_finite(n_done: int) -> None:
+        bad = first_bad.tolist()
+        if any(b >= 0 for b in bad):
+            labels = [*TERMS, "total"]
+            step, term = min((b, labels[i]) for i, b in enumerate(bad) if b >= 0)
+            raise TrainingDiverged(
+                f"loss term '{term}' became non-finite at step {step} (0-based iteration); stopped at {n_done}. "
+                f"The last good checkpoint in {run_path / 'checkpoints'} is intact."
+            )
+
+    for n in range(start, total_iters):
+        epoch, position, batch = next(batches)
+        images = batch["image"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E))
+        out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast)
+        optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        optimizer.step()
+
+        values = torch.stack([out.unweighted[t].float() for t in TERMS] + [out.total.detach().float()])
+        finite = torch.isfinite(values)
+        first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, n), first_bad)
+        sums += torch.where(finite, values, torch.zeros_like(values))
+        window_steps += 1
+        done = n + 1
+        progress.update(done, f"loss {float('nan') if not last else last.get('train/loss', float('nan')):.4f}")
+
+        is_last = done == total_iters
+        if done % cfg.train.log_every == 0 or is_last:
+            check_finite(done)
+            elapsed = time.perf_counter() - window_t0
+            sec_per_iter = elapsed / max(window_steps, 1)
+            means = (sums / max(window_steps, 1)).tolist()
+            rec = {"iter": done, "train/loss": means[-1], **{f"train/{t}": v for t, v in zip(TERMS, means)},
+                   "train/lr": optimizer.param_groups[0]["lr"], "time/sec_per_iter": sec_per_iter,
+                   "time/images_per_sec": cfg.train.batch_size / max(sec_per_iter, 1e-12)}
+            append_jsonl(metrics_file, rec)
+            last.update(rec)
+            say(progress.text(done, " ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in rec.items()
+                                            if k.startswith("train/") and k != "train/lr")))
+            sums.zero_()
+            window_steps, window_t0 = 0, time.perf_counter()
+
+        do_eval = done % cfg.train.eval_every == 0 or is_last
+        do_ckpt = do_eval or done % cfg.train.ckpt_every == 0
+        if do_ckpt:
+            check_finite(done)
+        metrics: dict[str, float] = {}
+        if do_eval:
+            t0 = time.perf_counter()
+            result = evaluate(model, val_loader, cfg=cfg, device=device, autocast=autocast)
+            metrics = {"iter": float(done), **eval_metrics(result, names), "time/eval_sec": time.perf_counter() - t0}
+            if not np.isnan(sec_per_iter):
+                metrics["time/sec_per_iter"] = sec_per_iter
+            for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
+                if k in last:
+                    metrics[k] = last[k]
+            append_jsonl(metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k})
+            eval_dir = run_path / "eval"
+            eval_dir.mkdir(exist_ok=True)
+            (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
+            write_json(run_path / "metrics.json", metrics)
+            last.update(metrics)
+            say(f"eval @ {done}: " + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
+                + f" | cls F1 {result.cls_f1:.3f}")
+            window_t0 += time.perf_counter() - t0  # evaluation time is not training time
+        ckpt_dir = None
+        if do_ckpt:
+            ckpt_dir = save_checkpoint(
+                run_path, iteration=done, model=model, optimizer=optimizer,
+                data_state={"epoch": epoch, "position": position}, cfg=cfg, keep=cfg.train.keep_ckpts,
+            )
+        if do_eval and report is not None:
+            report(metrics, str(ckpt_dir) if ckpt_dir else None)
+    return {k: v for k, v in last.items()}
