@@ -313,7 +313,7 @@ NON_NEGATIVE = [
     "loss.ptc_weight", "loss.ptc_weight_late", "loss.seg_weight", "loss.energy_weight", "loss.energy_scale",
     "optim.weight_decay", "gcr.top_k", "data.num_workers", "eval.max_images", "eval.num_vis", "eval.crf_workers",
     "runtime.num_threads", "eval.cam2seg_min_pixels", "data.jitter_brightness", "data.jitter_contrast",
-    "data.jitter_saturation", "data.synth_seed",
+    "data.jitter_saturation", "data.synth_seed", "train.seed",
 ]
 POSITIVE = [
     "lir.cre_temperature", "loss.mct_temperature", "lir.ure_num_tokens", "optim.lr", "optim.head_lr_mult",
