@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix metrics (:mod:`more.eval.metrics`)."""
