@@ -1,0 +1,73 @@
+"""Class names of the supported datasets and the PASCAL VOC colour palette.
+
+Index 0 is always ``background``; foreground classes are 1..C and 255 marks "ignore" in masks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from more.config import MoReConfig
+
+IGNORE_INDEX = 255
+
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+# The standard COCO-80 order (MORE_SPEC §5.6): mask value k is the k-th name, 1-based.
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+
+# The generated set (more.data.synth): a data.synth_classes=C dataset uses the first C names.
+# boat and plane co-occur with a typical background (water, sky), sheep with grass.
+SYNTH_CLASSES: tuple[str, ...] = ("boat", "plane", "disc", "box", "ring", "star", "sheep", "kite")
+
+
+def _voc_palette() -> np.ndarray:
+    """The 256-entry PASCAL VOC colormap (bit-interleaved index -> RGB), as a (256, 3) uint8 array."""
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for bit in range(8):  # 8 rounds of 3 bits, most significant output bit first
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
+VOC_PALETTE: np.ndarray = _voc_palette()  # (256, 3): 0 black, 1 (128, 0, 0), ..., 255 (224, 224, 192)
+
+
+def class_names(cfg: MoReConfig) -> list[str]:
+    """The C+1 class names of ``cfg.data.dataset``, background first."""
+    dataset = cfg.data.dataset
+    if dataset == "voc":
+        names: tuple[str, ...] = VOC_CLASSES
+    elif dataset == "coco":
+        names = COCO_CLASSES
+    else:
+        names = synth_class_names(cfg.data.synth_classes)
+    return ["background", *names]
+
+
+def synth_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names of the first ``num_classes`` synthetic classes.
+
+    Raises:
+        ValueError: more classes than the generator knows.
+    """
+    if not 1 <= num_classes <= len(SYNTH_CLASSES):
+        raise ValueError(f"the synthetic dataset has 1..{len(SYNTH_CLASSES)} classes, not {num_classes}")
+    return SYNTH_CLASSES[:num_classes]
