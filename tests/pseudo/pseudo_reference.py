@@ -45,9 +45,9 @@ class LoopPAR:
         nb = self.neighbours(imgs)
         pos = self.pos.to(nb).repeat(b, 1, 1, h, w)
         rep = imgs.unsqueeze(2).repeat(1, 1, nb.shape[2], 1, 1)
-        aff = -((nb - rep).abs() / (nb.std(dim=2, keepdim=True) + 1e-8) / 0.3) ** 2
+        aff = -(((nb - rep).abs() / (nb.std(dim=2, keepdim=True) + 1e-8) / 0.3) ** 2)
         aff = aff.mean(dim=1, keepdim=True)
-        pos_aff = -(pos / (pos.std(dim=2, keepdim=True) + 1e-8) / 0.3) ** 2
+        pos_aff = -((pos / (pos.std(dim=2, keepdim=True) + 1e-8) / 0.3) ** 2)
         aff = F.softmax(aff, dim=2) + 0.01 * F.softmax(pos_aff, dim=2)
         for _ in range(self.num_iter):
             masks = (self.neighbours(masks) * aff).sum(2)
@@ -83,8 +83,11 @@ def loop_multi_scale_cam(cam_fn, inputs, scales):
     b, _, h, w = inputs.shape
     cams, auxs = [], []
     for s in [1.0] + [s for s in scales if s != 1.0]:
-        x = inputs if s == 1.0 else F.interpolate(inputs, size=(int(s * h), int(s * w)), mode="bilinear",
-                                                   align_corners=False)
+        x = (
+            inputs
+            if s == 1.0
+            else F.interpolate(inputs, size=(int(s * h), int(s * w)), mode="bilinear", align_corners=False)
+        )
         cam, aux = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
         for m, acc in ((cam, cams), (aux, auxs)):
             m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)

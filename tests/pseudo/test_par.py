@@ -32,8 +32,13 @@ def _scene(b: int = 3, c: int = 3, size: int = 32, seed: int = 0) -> tuple[torch
 
 def test_position_affinity_constant():
     par = PAR()  # default dilations [1, 2, 4, 8, 12, 24]
-    dist = torch.tensor([d * s for d in (1, 2, 4, 8, 12, 24) for s in (math.sqrt(2), 1, math.sqrt(2), 1, 1,
-                                                                         math.sqrt(2), 1, math.sqrt(2))])
+    dist = torch.tensor(
+        [
+            d * s
+            for d in (1, 2, 4, 8, 12, 24)
+            for s in (math.sqrt(2), 1, math.sqrt(2), 1, 1, math.sqrt(2), 1, math.sqrt(2))
+        ]
+    )
     assert float(dist.std()) == pytest.approx(9.90, abs=0.01)  # MORE_SPEC §3.3
     torch.testing.assert_close(par.pos_softmax, (-((dist / (dist.std() + 1e-8) / 0.3) ** 2)).softmax(0))
     aff = par.affinity(torch.rand(1, 3, 30, 30))
