@@ -221,3 +221,20 @@ def test_ensure_dataset(tmp_path, voc_root, trees):
         ensure_dataset(trees.small_cfg(synth, "synthetic", **{**overrides, "data.synth_classes": 3}))
     leftovers = [p.name for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_ensure_dataset_when_another_process_generates_it_first(tmp_path, trees, monkeypatch):
+    import more.data.synth as synth
+
+    real = synth.generate_dataset
+
+    def racing(out, options, **kwargs):  # another trial publishes the same set while this one is generating
+        real(out, options, progress=lambda _: None)
+        return real(out, options, **kwargs)
+
+    monkeypatch.setattr(synth, "generate_dataset", racing)
+    root = tmp_path / "synth"
+    cfg = trees.small_cfg(root, "synthetic", **{"data.synth_classes": 2, "data.synth_train": 2, "data.synth_val": 2,
+                                                "data.synth_image_size": 32})
+    assert ensure_dataset(cfg, progress=lambda _: None) == root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # the loser's temporary folder is gone
