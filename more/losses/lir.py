@@ -254,10 +254,10 @@ def ure_loss(
     )
     b, d = features.shape[:2]
     with torch.autocast(device_type=features.device.type, enabled=False):
-        p = F.normalize(features.float().flatten(2), dim=1, eps=_NORM_EPS)  # (B, D, L)
-        q = F.normalize(tokens.detach().float(), dim=-1, eps=_NORM_EPS)  # (B, C, D)
+        # Gather, then normalise: the same as normalising the whole map, for K instead of L columns.
         index = selection.index[:, None, :].expand(b, d, -1)  # (B, D, K)
-        u = p.gather(2, index)  # (B, D, K)
+        u = F.normalize(features.float().flatten(2).gather(2, index), dim=1, eps=_NORM_EPS)  # (B, D, K)
+        q = F.normalize(tokens.detach().float(), dim=-1, eps=_NORM_EPS)  # (B, C, D)
         sim = torch.einsum("bdk,bcd->bkc", u, q)  # (B, K, C)
         if use_abs:
             sim = sim.abs()

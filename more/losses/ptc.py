@@ -23,13 +23,12 @@ def ptc_affinity_mask(mask: torch.Tensor) -> torch.Tensor:
         uint8 target of shape (B, L, L), L = h*w: 1 where the two labels are equal, 0 where they differ, 255 where
         either label is 255 and on the diagonal.
     """
-    labels = mask.flatten(1)  # (B, L)
-    length = labels.shape[1]
-    same = labels[:, :, None] == labels[:, None, :]  # (B, L, L)
+    labels = mask.flatten(1).to(torch.int16)  # (B, L); labels are 0..255
+    target = (labels[:, :, None] == labels[:, None, :]).view(torch.uint8)  # (B, L, L), 1 equal / 0 different
     ignored = labels == IGNORE  # (B, L)
-    diagonal = torch.eye(length, dtype=torch.bool, device=mask.device)  # (L, L)
-    ignore = ignored[:, :, None] | ignored[:, None, :] | diagonal  # (B, L, L)
-    return torch.where(ignore, IGNORE, same.to(torch.uint8)).to(torch.uint8)
+    target.masked_fill_(ignored[:, :, None] | ignored[:, None, :], IGNORE)
+    target.diagonal(dim1=1, dim2=2).fill_(IGNORE)
+    return target
 
 
 def ptc_loss(*, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
