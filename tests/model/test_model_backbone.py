@@ -31,7 +31,7 @@ def test_vit_b16_on_meta_device() -> None:
     with torch.device("meta"):
         model = MultiClassTokenViT(num_classes=20)
         out = model(torch.empty(1, 3, 448, 448))
-    assert model.pos_embed.shape == (1, 24 + 196, 768)
+    assert model.pos_embed.shape == (1, 24 + 196, 768) and model.aux_index == 9  # -3 = the 10th block
     assert sum(p.numel() for n, p in model.named_parameters() if n.startswith("blocks.")) == 12 * 7087872
     assert out.class_tokens.shape == (1, 20, 768) and out.patch_tokens.shape == (1, 784, 768)
 
