@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or cfg.eval.split
     out = Path(args.out) if args.out else loaded.checkpoint.parent / f"eval_{split}"
     ensure_dataset(cfg, progress=log_stderr)
-    dataset = build_eval_dataset(cfg, split)
+    try:
+        dataset = build_eval_dataset(cfg, split)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
                                          num_workers=cfg.data.num_workers, collate_fn=collate_eval,
                                          pin_memory=loaded.device.type == "cuda")

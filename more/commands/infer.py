@@ -53,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or ("train" if options.task in ("seeds", "masks") else cfg.eval.split)
     out = Path(args.out) if args.out else loaded.checkpoint.parent / options.default_dir_name(split)
     ensure_dataset(cfg, progress=infer.log_stderr)
-    dataset = build_eval_dataset(cfg, split)
+    try:
+        dataset = build_eval_dataset(cfg, split)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if options.task in ("seeds", "masks") and not dataset.labels.any():
         infer.log_stderr(f"warning: split {split} has no image-level labels; seeds use ground-truth labels "
                    "(use --task cam2seg for a label-free prediction)")

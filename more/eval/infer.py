@@ -36,7 +36,7 @@ from more.config import MoReConfig, apply_overrides, from_dict, num_classes
 from more.config.load import read_yaml
 from more.data import collate_eval, write_mask
 from more.eval.metrics import ConfusionMatrix, Scores, scores
-from more.eval.seeds import predict_labels, score_maps, seed_from_maps
+from more.eval.seeds import SOURCES, predict_labels, score_maps, seed_from_maps
 from more.eval.seg_infer import fuse_seg_logits, seg_logits_per_scale
 from more.pseudo.crf import crf_from_scores, crf_map, default_workers, dense_crf
 from more.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
@@ -245,7 +245,10 @@ class _CrfStage:
         self.done += len(jobs)
         self.log(f"crf {self.folder.name}: {self.done}/{self.total}")
 
-    def close(self) -> None:
+    def close(self, *, discard: bool = False) -> None:
+        """Run what is left (or drop it when ``discard``, e.g. after an error) and wait for the chunk in flight."""
+        if discard:
+            self._pending = []
         try:
             self.flush()
             if self._future is not None:
@@ -277,6 +280,8 @@ class InferOptions:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: must be one of {', '.join(TASKS)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source={self.source!r}: must be one of {', '.join(SOURCES)}")
         if self.task == "masks":
             self.crf = True
 
@@ -343,7 +348,7 @@ def run_inference(run: LoadedRun, dataset: torch.utils.data.Dataset, options: In
     decoder_labels = torch.zeros((), dtype=torch.long, device=device)
     progress = Progress(total, desc=f"infer {options.task}")
     every = max(1, math.ceil(len(loader) / 10))
-    done = 0
+    done, finished = 0, False
     log(f"infer {options.task}: {total} images -> {out}" + (f" (CRF on {crf.workers} processes)" if crf else ""))
     try:
         for step, batch in enumerate(loader, start=1):
@@ -356,9 +361,10 @@ def run_inference(run: LoadedRun, dataset: torch.utils.data.Dataset, options: In
             progress.update(done)
             if step % every == 0 or done == total:
                 progress.line(progress.text(done))
+        finished = True
     finally:
         if crf is not None:
-            crf.close()
+            crf.close(discard=not finished)
         writer.close()
     return InferResult(
         out_dir=out, num_images=done,

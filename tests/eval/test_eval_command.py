@@ -91,6 +91,8 @@ def test_missing_corrupt_or_configless_checkpoint_exits_2_naming_the_path(ckpt, 
     assert "no config.yaml" in capsys.readouterr().err
 
 
-def test_bad_override_is_a_config_error(ckpt, capsys):
+def test_bad_override_or_unknown_split_exits_2(ckpt, capsys):
     assert main(["eval", str(ckpt), "eval.bkg_thre=high"]) == 2
     assert "eval.bkg_thre" in capsys.readouterr().err
+    assert main(["infer", str(ckpt), "--task", "seg", "--split", "nosuch"]) == 2
+    assert "nosuch.txt: split list file not found" in capsys.readouterr().err
