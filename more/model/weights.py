@@ -82,7 +82,7 @@ def load_pretrained(backbone: MultiClassTokenViT, source: str) -> LoadReport:
         result = backbone.load_state_dict(mapped, strict=False)
     except WeightsError as exc:
         raise WeightsError(f"pretrained weights '{source}': {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - every failure must name the source
+    except Exception as exc:  # every failure must name the source
         raise WeightsError(f"pretrained weights '{source}': {type(exc).__name__}: {exc}") from exc
     report = LoadReport(source, sorted(result.missing_keys), sorted(set(result.unexpected_keys) | dropped_unexpected))
     if report.missing or report.unexpected:
@@ -186,7 +186,7 @@ def _state_from_file(path: Path, backbone: MultiClassTokenViT) -> dict[str, torc
     return obj
 
 
-def _plain_vit(backbone: MultiClassTokenViT, name: str | None = None):
+def _plain_vit(backbone: MultiClassTokenViT, name: str | None = None) -> torch.nn.Module:
     """A single-CLS timm ViT with the backbone's sizes (or the timm model ``name``)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
