@@ -1,0 +1,280 @@
+"""Where runs are tracked: the tracking URI, experiments, and a lean MLflow server for tests and clusters.
+
+- Default store: an embedded sqlite database ``<repo>/work/mlflow/mlflow.db`` with artifacts in
+  ``<repo>/work/mlflow/artifacts`` (MLflow 3.17 refuses the old ``file:``/``mlruns`` store by default).
+  ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` override it; a plain folder or ``*.db`` path means a sqlite store there.
+- Experiments are made with :class:`~mlflow.MlflowClient` only, never ``mlflow.set_experiment`` (in a Ray driver
+  it sets ``MLFLOW_EXPERIMENT_ID``, which then overrides every trial's experiment).
+- A server (``mlflow server --workers 1`` with job execution off, ~0.5 GB instead of ~3 GB) binds to 127.0.0.1,
+  runs in its own process group and is stopped by that group's id, which is its PID.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+URI_ENV = "MLFLOW_TRACKING_URI"
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "artifacts"
+# The MLflow UI opens an experiment on its GenAI pages unless the experiment says it holds model-training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class TrackingError(RuntimeError):
+    """A tracking URI that cannot work, or a server that did not come up."""
+
+
+def repo_root() -> Path:
+    """The checkout holding this package (editable install), else the working directory."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+def default_store_dir() -> Path:
+    return repo_root() / "work" / "mlflow"
+
+
+def sqlite_uri(path: str | os.PathLike) -> str:
+    """``sqlite:///ABS`` for a database file, or for ``DIR/mlflow.db`` when ``path`` is a folder."""
+    p = Path(path).expanduser().resolve()
+    if p.suffix != ".db":
+        p = p / DB_FILE
+    return f"sqlite:///{p}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI to use: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded sqlite store.
+
+    A value without a scheme is a path: a ``*.db`` file or a folder (its ``mlflow.db``), made absolute.
+
+    Raises:
+        TrackingError: a ``file:`` store (refused by MLflow 3.17) or a relative ``sqlite:`` path.
+    """
+    chosen = uri or os.environ.get(URI_ENV) or ""
+    if not chosen:
+        return sqlite_uri(default_store_dir())
+    if chosen.startswith("file:"):
+        raise TrackingError(f"tracking URI {chosen!r}: the file store is refused by MLflow 3.17; use a sqlite store "
+                            f"(a folder path or sqlite:///ABS/PATH/mlflow.db) or an http:// tracking server")
+    if "://" not in chosen:
+        return sqlite_uri(chosen)
+    if chosen.startswith("sqlite://") and not chosen.startswith("sqlite:////") and chosen != "sqlite://":
+        raise TrackingError(f"tracking URI {chosen!r}: give the sqlite database as an absolute path, "
+                            f"sqlite:////abs/path/mlflow.db (four slashes), or pass a plain path")
+    return chosen
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///ABS`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: ``file://<db folder>/artifacts`` for a sqlite store; None for a
+    server (it proxies uploads to its ``--artifacts-destination``, so remote workers need no shared disk)."""
+    db = sqlite_path(uri)
+    return (db.parent / ARTIFACTS_DIR).as_uri() if db is not None else None
+
+
+def make_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri`` (creating the sqlite file's folder); the run-URL lines MLflow prints on every
+    run end are switched off unless the environment asks for them."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri if db is not None else None)
+
+
+def get_or_create_experiment(client: Any, name: str, *, uri: str, tags: dict[str, str] | None = None) -> str:
+    """The id of experiment ``name``, created (with its artifact location and tags) or restored if deleted."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        root = artifact_root(uri)
+        location = f"{root}/{name}" if root else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={**EXPERIMENT_KIND, **(tags or {})})
+        except MlflowException:  # another process created it between the two calls
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+# ------------------------------------------------------------------------------------------------- server
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class MlflowServer:
+    """A running ``mlflow server``; ``pid`` is also its process group id."""
+
+    process: subprocess.Popen
+    url: str
+    host: str
+    port: int
+    backend_store_uri: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def server_command(backend_store_uri: str, *, artifacts_dir: str | os.PathLike, host: str, port: int) -> list[str]:
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    prefix = [str(mlflow_cli)] if mlflow_cli.is_file() else [sys.executable, "-m", "mlflow"]
+    return [*prefix, "server", "--host", host, "--port", str(port), "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(Path(artifacts_dir).resolve()), "--workers", "1"]
+
+
+def start_server(
+    backend_store_uri: str,
+    *,
+    artifacts_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_path: str | os.PathLike | None = None,
+    wait_s: float = 180.0,
+) -> MlflowServer:
+    """Start a lean ``mlflow server`` in its own process group and wait until ``/health`` answers.
+
+    Args:
+        backend_store_uri: e.g. ``sqlite:////abs/mlflow.db``.
+        artifacts_dir: where proxied artifact uploads go (``--artifacts-destination``).
+        host: the interface to bind (loopback unless the caller decided otherwise).
+        port: 0 picks a free port.
+        log_path: the server's stdout+stderr (default: ``<artifacts_dir>/../mlflow-server-<port>.log``).
+        wait_s: how long to wait for ``/health``; the server is stopped and an error raised after that.
+    """
+    port = port or free_port(host)
+    Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(backend_store_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    log = Path(log_path) if log_path else Path(artifacts_dir).resolve().parent / f"mlflow-server-{port}.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop(URI_ENV, None)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            server_command(backend_store_uri, artifacts_dir=artifacts_dir, host=host, port=port),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+    shown = f"[{host}]" if ":" in host else host
+    server = MlflowServer(process, f"http://{shown}:{port}", host, port, backend_store_uri, log)
+    try:
+        wait_healthy(server, wait_s)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def wait_healthy(server: MlflowServer, wait_s: float) -> None:
+    """Poll ``/health`` until it answers 200; fail early if the server process exits."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            raise TrackingError(f"mlflow server exited with {code} before answering; log {server.log_path}:\n"
+                                f"{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TrackingError(f"mlflow server at {server.url} did not answer /health within {wait_s:.0f} s; "
+                                f"log {server.log_path}:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def stop_server(server: MlflowServer, *, grace_s: float = 10.0) -> int | None:
+    """Stop the server's process group (SIGTERM, then SIGKILL after ``grace_s``); returns its exit code."""
+    return stop_process_group(server.process, grace_s=grace_s)
+
+
+def stop_process_group(process: subprocess.Popen, *, grace_s: float = 10.0) -> int | None:
+    """Stop a process started with ``start_new_session=True`` and everything in its group, by its PID."""
+    pgid = process.pid  # a session leader's group id is its PID
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(pgid):
+            break
+        deadline = time.monotonic() + wait
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(pgid):
+            break
+    return process.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

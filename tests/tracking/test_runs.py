@@ -1,0 +1,184 @@
+"""Parent and child runs on a temporary sqlite store around a real tiny training run; retries, relaunches and
+failures never duplicate runs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from more.config import to_flat
+from more.tracking import LaunchTracker, TrialTracker, trial_key, trial_tags
+from more.tracking.store import EXPERIMENT_KIND, artifact_root
+
+SPEC, DIGEST = "table3_tiny", "0123456789ab"
+
+
+def tags_for(name: str, cfg) -> dict[str, str]:
+    return trial_tags(spec_name=SPEC, spec_hash=DIGEST, trial_name=name, condition="more", seed=cfg.train.seed,
+                      sweep={"lir.cre_weight": 0.2}, overrides={"train.seed": cfg.train.seed}, git_commit="abc123",
+                      fidelity=cfg.fidelity, device="cpu", ray_trial_id="t_0001")
+
+
+def search(client, experiment_id: str, where: str = ""):
+    return list(client.search_runs([experiment_id], filter_string=where))
+
+
+@pytest.fixture(scope="module")
+def tracked(template_db, tiny_root, tmp_path_factory):
+    """One real 6-iteration training run (evaluations at 3 and 6) tracked under a launch run."""
+    import shutil
+
+    from more.config import load_config
+    from more.train import train
+
+    from .conftest import TINY
+
+    folder = tmp_path_factory.mktemp("store")
+    shutil.copyfile(template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    run_dir = tmp_path_factory.mktemp("run") / "more-s0"
+    cfg = load_config("synthetic", [*TINY, f"data.root={tiny_root}"])
+    launch = LaunchTracker.start(uri, SPEC, DIGEST, "name: table3_tiny\n", "abc123", strict=True)
+    trial = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "more-s0"), tags_for("more-s0", cfg), cfg,
+                              run_dir=run_dir, strict=True, log_checkpoint=True)
+    seen = []
+    with trial:
+        result = train(cfg, report=trial.report_callback(lambda m, d: seen.append(m["iter"])),
+                       log=trial.log_callback(), run_dir=run_dir)
+    return {"uri": uri, "launch": launch, "trial": trial, "cfg": cfg, "result": result, "seen": seen,
+            "run_dir": run_dir, "folder": folder}
+
+
+def test_parent_and_child_runs_with_schema_tags(tracked):
+    client, launch, trial = tracked["launch"].client, tracked["launch"], tracked["trial"]
+    exp = client.get_experiment(launch.experiment_id)
+    assert exp.name == SPEC and exp.tags["more.spec_name"] == SPEC
+    assert exp.tags.items() >= EXPERIMENT_KIND.items()
+    assert exp.artifact_location == f"{artifact_root(tracked['uri'])}/{SPEC}"
+    parent = client.get_run(launch.run_id)
+    assert parent.info.run_name == f"{SPEC}-{DIGEST}"
+    assert {k: parent.data.tags[k] for k in ("more.kind", "more.spec_name", "more.spec_hash", "more.git_commit")} == {
+        "more.kind": "launch", "more.spec_name": SPEC, "more.spec_hash": DIGEST, "more.git_commit": "abc123"}
+    child = client.get_run(trial.run_id)
+    assert child.info.status == "FINISHED" and child.info.run_name == "more-s0"
+    tags = child.data.tags
+    assert tags["mlflow.parentRunId"] == launch.run_id
+    assert tags["more.kind"] == "trial" and tags["more.trial_key"] == f"{DIGEST}:more-s0"
+    assert json.loads(tags["more.sweep"]) == {"lir.cre_weight": 0.2} and tags["more.checkpoint"] == "last"
+    assert tags["more.seed"] == "0" and tags["more.ray_trial_id"] == "t_0001" and tags["more.fidelity"] == "reference"
+    assert "more.error" not in tags
+    assert [r.info.run_id for r in launch.trial_runs()] == [trial.run_id]
+
+
+def test_params_are_the_flat_config_and_metrics_are_logged_at_each_evaluation(tracked):
+    client, run_id = tracked["launch"].client, tracked["trial"].run_id
+    run = client.get_run(run_id)
+    assert run.data.params == {k: str(v) for k, v in to_flat(tracked["cfg"]).items()}
+    assert tracked["seen"] == [3.0, 6.0]  # the inner report still runs
+    history = client.get_metric_history(run_id, "val/seg/miou")
+    assert [m.step for m in history] == [3, 6]
+    assert history[-1].value == pytest.approx(tracked["result"]["val/seg/miou"])
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]  # metrics.jsonl
+    assert [m.step for m in client.get_metric_history(run_id, "val/cam/iou/boat")] == [3, 6]
+    assert run.data.metrics["iter"] == 6.0 and run.data.metrics["time/tracking_sec"] > 0
+    assert run.data.tags["more.logged_through"] == "6"
+    assert 0 < tracked["trial"].overhead_s
+
+
+def test_artifacts_config_per_class_pictures_log_and_checkpoint(tracked, tmp_path):
+    client, run_id = tracked["launch"].client, tracked["trial"].run_id
+    files = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "per_class", "pictures", "train.log", "checkpoint"} <= files
+    per_class = {a.path for a in client.list_artifacts(run_id, "per_class")}
+    assert per_class == {f"per_class/iter_00000{i}.{ext}" for i in (3, 6) for ext in ("csv", "md")}
+    local = Path(client.download_artifacts(run_id, "", str(tmp_path)))
+    csv_lines = (local / "per_class" / "iter_000006.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("class,cam/iou,") and [r.split(",")[0] for r in csv_lines[1:]] == [
+        "background", "boat", "plane", "disc", "mean"]
+    assert float(csv_lines[2].split(",")[1]) == pytest.approx(tracked["result"]["val/cam/iou/boat"])
+    with Image.open(local / "pictures" / "iter_000006.png") as png:
+        png.verify()
+    with Image.open(local / "pictures" / "iter_000003.png") as png:
+        assert png.format == "PNG" and png.size == (5 * 128 + 4 * 2, 14 + 2 * 128 + 2)  # 5 columns, eval.num_vis=2
+    assert (local / "config.yaml").read_text() == (tracked["run_dir"] / "config.yaml").read_text()
+    assert "eval @ 6" in (local / "train.log").read_text()
+    assert (local / "checkpoint" / "iter_000006" / "checkpoint.pt").is_file()
+    assert (tracked["run_dir"] / "train.log").is_file()  # the run folder keeps the log too
+
+
+def test_retry_and_relaunch_continue_the_same_runs(tracked):
+    uri, launch, cfg = tracked["uri"], tracked["launch"], tracked["cfg"]
+    again = LaunchTracker.start(uri, SPEC, DIGEST, "name: table3_tiny\n", "def456", strict=True)
+    assert again.run_id == launch.run_id and again.resumed
+    retry = TrialTracker.open(uri, again.run_id, trial_key(DIGEST, "more-s0"), tags_for("more-s0", cfg), cfg,
+                              run_dir=tracked["run_dir"], strict=True, pictures=False)
+    assert retry.resumed and retry.run_id == tracked["trial"].run_id and retry.logged_through == 6
+    with retry:
+        retry.report_callback()({"iter": 9.0, "val/seg/miou": 12.5}, None)
+    client = launch.client
+    runs = search(client, launch.experiment_id)
+    assert len(runs) == 2  # one parent, one child
+    child = client.get_run(retry.run_id)
+    assert child.info.status == "FINISHED" and child.data.tags["more.attempts"] == "2"
+    assert [m.step for m in client.get_metric_history(retry.run_id, "val/seg/miou")] == [3, 6, 9]
+    assert [m.step for m in client.get_metric_history(retry.run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert client.get_run(launch.run_id).data.tags["more.git_commit"] == "def456"
+
+
+def test_failed_trial_ends_failed_with_error_then_a_retry_clears_it(make_store):
+    uri = make_store()
+    launch = LaunchTracker.start(uri, "fail_spec", DIGEST, "name: fail_spec\n", "abc", strict=True)
+    key = trial_key(DIGEST, "boom-s0")
+    with pytest.raises(RuntimeError, match="boom"):
+        with TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True) as trial:
+            trial.report_callback()({"iter": 3.0, "val/seg/miou": 1.0}, None)
+            raise RuntimeError("boom " + "x" * 6000)
+    run = launch.client.get_run(trial.run_id)
+    assert run.info.status == "FAILED"
+    error = run.data.tags["more.error"]
+    assert error.startswith("RuntimeError: boom xxx") and len(error) == 5000
+    with TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True) as retry:
+        assert retry.run_id == trial.run_id
+    run = launch.client.get_run(trial.run_id)
+    assert run.info.status == "FINISHED" and "more.error" not in run.data.tags
+    assert len(search(launch.client, launch.experiment_id, "tags.`more.kind` = 'trial'")) == 1
+
+
+def test_tracking_failure_warns_once_and_training_reports_go_on(make_store):
+    uri = make_store()
+    launch = LaunchTracker.start(uri, "flaky_spec", DIGEST, "", "abc", strict=True)
+    trial = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "t-s0"), {"more.kind": "trial"})
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise ConnectionError("server gone")
+
+    trial.client.log_batch = broken
+    inner = []
+    report = trial.report_callback(lambda m, d: inner.append(m["iter"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report({"iter": 3.0}, None)
+        report({"iter": 6.0}, None)
+        trial.finish("FINISHED")
+    assert inner == [3.0, 6.0] and len(calls) == 1 and not trial.enabled
+    assert sum("tracking is off" in str(w.message) for w in caught) == 1
+
+
+def test_unreachable_store_gives_disabled_trackers_that_still_forward(tmp_path):
+    not_a_db = tmp_path / "plain.db"
+    not_a_db.write_text("this is not sqlite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        launch = LaunchTracker.start(f"sqlite:///{not_a_db}", "x", DIGEST, "", "abc")
+    assert launch.run_id is None and not launch.enabled
+    trial = TrialTracker.open(None, launch.run_id, trial_key(DIGEST, "t"), {})
+    seen = []
+    with trial:
+        trial.report_callback(lambda m, d: seen.append(m))({"iter": 1.0}, None)
+    assert seen == [{"iter": 1.0}] and not trial.enabled
