@@ -1,0 +1,212 @@
+"""Read a spec's tracked trials from MLflow with ``MlflowClient`` (the schema: parent run ``more.kind=launch``,
+child runs ``more.kind=trial`` tagged with the spec hash, condition, seed and sweep point; params = the flat
+config; metrics logged with ``step=iter``), and log the report back to the parent run under ``report/``.
+
+Only this module of the report talks to MLflow; every failure to reach the store becomes
+:class:`TrackingUnavailable`, which the caller answers by reading the harness's files instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from more.report.sources import Checkpoint, Experiment, TrialRecord, parse_value
+
+_PER_CLASS = re.compile(r"iter_(\d+)\.csv$")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached, or holds no run of the spec asked for."""
+
+
+def make_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``; a sqlite database that does not exist is unavailable (reading must never
+    create an empty store as a side effect)."""
+    if uri.startswith("sqlite:"):
+        path = uri.split(":///", 1)[-1] if ":///" in uri else ""
+        if not path or not Path(path).is_file():
+            raise TrackingUnavailable(f"no MLflow database at {path or uri}")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _search(client: Any, ids: list[str], where: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(ids, filter_string=where, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time DESC"])
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_ids(client: Any, experiment_name: str, spec_name: str) -> list[str]:
+    for name in dict.fromkeys((experiment_name, spec_name)):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return [exp.experiment_id]
+    return [e.experiment_id for e in client.search_experiments()]  # find the runs by their tags anywhere
+
+
+def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | None, *, checkpoint: Checkpoint,
+                output: str = "seg") -> Experiment:
+    """Records of the trials of ``spec_name`` with spec hash ``digest`` (None: the newest launch's hash).
+
+    Raises:
+        TrackingUnavailable: the store cannot be reached or has no trial run of the spec.
+    """
+    client = make_client(uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        ids = _experiment_ids(client, experiment_name, spec_name)
+    except Exception as exc:  # noqa: BLE001 -- any failure to reach the store means "use the files"
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise TrackingUnavailable(f"MLflow at {uri} unreachable ({type(exc).__name__}: {first})") from None
+    if not ids:
+        raise TrackingUnavailable(f"MLflow at {uri} has no experiments")
+    try:
+        named = f"tags.`more.spec_name` = {_quote(spec_name)}"
+        launches = _search(client, ids, f"tags.`more.kind` = 'launch' and {named}"
+                           + (f" and tags.`more.spec_hash` = {_quote(digest)}" if digest else ""))
+        if digest is None:
+            newest = launches or _search(client, ids, f"tags.`more.kind` = 'trial' and {named}")
+            if not newest:
+                raise TrackingUnavailable(f"MLflow at {uri} has no runs of spec '{spec_name}'")
+            digest = newest[0].data.tags.get("more.spec_hash", "")
+            launches = [r for r in launches if r.data.tags.get("more.spec_hash") == digest]
+        runs = _search(client, ids, f"tags.`more.kind` = 'trial' and tags.`more.spec_hash` = {_quote(digest)}")
+        if not runs:
+            raise TrackingUnavailable(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
+        records = [record_from_run(client, run, checkpoint, output) for run in _one_run_per_trial(runs)]
+        parent = launches[0] if launches else None
+        spec_data = _parent_spec(client, parent.info.run_id) if parent else {}
+    except MlflowException as exc:
+        raise TrackingUnavailable(f"MLflow at {uri} failed while reading: {exc}") from None
+    except OSError as exc:  # requests' connection errors are OSErrors
+        raise TrackingUnavailable(f"MLflow at {uri} unreachable while reading ({type(exc).__name__}: {exc})") from None
+    return Experiment(
+        name=spec_name, spec_hash=digest, records=records, parent_run_id=parent.info.run_id if parent else None,
+        tracking_uri=uri, source=f"MLflow {uri}, experiment(s) {', '.join(ids)}",
+        sweeps=list(dict.fromkeys([*(spec_data.get("sweeps") or {}), *(k for r in records for k in r.sweep)])),
+        conditions=list(dict.fromkeys([*(spec_data.get("conditions") or {}), *(r.condition for r in records)])),
+        paper=spec_data.get("paper"),
+        notes=[] if parent else [f"no launch run (more.kind=launch) with spec hash {digest}: the report is not logged"],
+    )
+
+
+def _one_run_per_trial(runs: list[Any]) -> list[Any]:
+    """A trial retried as a new run keeps its newest finished run, else its newest run (runs come newest first)."""
+    chosen: dict[str, Any] = {}
+    for run in runs:
+        name = trial_name(run)
+        best = chosen.get(name)
+        if best is None or (run.info.status == "FINISHED" and best.info.status != "FINISHED"):
+            chosen[name] = run
+    return sorted(chosen.values(), key=lambda r: r.info.start_time or 0)
+
+
+def trial_name(run: Any) -> str:
+    key = run.data.tags.get("more.trial_key", "")
+    return key.split(":", 1)[1] if ":" in key else (run.info.run_name or run.info.run_id)
+
+
+def record_from_run(client: Any, run: Any, checkpoint: Checkpoint, output: str) -> TrialRecord:
+    """One child run as a record, with the metrics of its last or best evaluation."""
+    tags = run.data.tags
+    config = {key: parse_value(value) for key, value in run.data.params.items()}
+    selection = checkpoint.selection_metric(output)
+    history = client.get_metric_history(run.info.run_id, selection) if selection in run.data.metrics else []
+    if checkpoint.kind == "best" and history:
+        best = max(history, key=lambda m: (m.value, m.step))
+        iteration = best.step
+        metrics = {"iter": float(iteration)}
+        for key in run.data.metrics:
+            if key.startswith(f"{checkpoint.split}/"):
+                at_step = [m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == iteration]
+                if at_step:
+                    metrics[key] = at_step[-1]
+    elif checkpoint.kind == "best":
+        metrics, iteration = {}, None
+    else:
+        metrics = dict(run.data.metrics)
+        iteration = int(metrics["iter"]) if "iter" in metrics else (max(m.step for m in history) if history else None)
+    seed = tags.get("more.seed", config.get("train.seed"))
+    sweep = tags.get("more.sweep") or "{}"
+    return TrialRecord(
+        trial=trial_name(run), condition=tags.get("more.condition", ""), seed=int(seed) if seed is not None else None,
+        sweep=json.loads(sweep), status=run.info.status, error=tags.get("more.error", ""), metrics=metrics,
+        config=config, iteration=iteration, confusion=per_class_confusion(client, run.info.run_id, iteration),
+        run_id=run.info.run_id,
+    )
+
+
+def per_class_confusion(client: Any, run_id: str, iteration: int | None) -> dict[str, dict[str, float]]:
+    """Per-class confusion ratios from the run's ``per_class/iter_<iteration>.csv`` artifact ({} if absent)."""
+    if iteration is None:
+        return {}
+    names = [a.path for a in client.list_artifacts(run_id, "per_class")]
+    match = [p for p in names if (m := _PER_CLASS.search(p)) and int(m.group(1)) == iteration]
+    if not match:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        return parse_per_class_csv(Path(client.download_artifacts(run_id, match[0], tmp)).read_text())
+
+
+def parse_per_class_csv(text: str) -> dict[str, dict[str, float]]:
+    """Confusion ratio per output and class from a per-class CSV, long (``output,class,...,confusion``) or wide
+    (``class,<output>/confusion,...`` or ``<output>_confusion``) layout."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        return {}
+    fields = [f for f in rows[0] if f]
+    lower = {f.lower(): f for f in fields}
+    class_col = lower.get("class") or lower.get("class_name") or fields[0]
+    out: dict[str, dict[str, float]] = {}
+    long_conf = next((lower[k] for k in ("confusion", "confusion_ratio") if k in lower), None)
+    if "output" in lower and long_conf:
+        for row in rows:
+            _put(out, row[lower["output"]].lower(), row[class_col], row[long_conf])
+        return out
+    for f in fields:
+        if "confusion" not in f.lower() or f == class_col:
+            continue
+        parts = [p for p in re.split(r"[/_ ]+", f.lower()) if p not in ("confusion", "ratio", "")]
+        for row in rows:
+            _put(out, "_".join(parts), row[class_col], row[f])
+    return out
+
+
+def _put(out: dict[str, dict[str, float]], output: str, cls: str, text: str) -> None:
+    try:
+        out.setdefault(output, {})[cls] = float(text)
+    except (TypeError, ValueError):
+        pass
+
+
+def _parent_spec(client: Any, run_id: str) -> dict[str, Any]:
+    """The spec YAML logged on the parent run (for its sweeps, conditions and paper block), {} if absent."""
+    if "spec.yaml" not in {a.path for a in client.list_artifacts(run_id)}:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = yaml.safe_load(Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def log_report(uri: str, parent_run_id: str, folder: Path) -> None:
+    """Log every file of ``folder`` as artifacts of the parent run under ``report/``."""
+    make_client(uri).log_artifacts(parent_run_id, str(folder), artifact_path="report")
