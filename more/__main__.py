@@ -35,7 +35,8 @@ def _top_parser() -> argparse.ArgumentParser:
         prog="python -m more",
         description="MoRe weakly supervised segmentation: training, evaluation, ablations, searches and reports.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands:\n" + "\n".join(f"  {name:<8} {text}" for name, text in commands.items())
+        epilog="subcommands:\n"
+        + "\n".join(f"  {name:<8} {text}" for name, text in commands.items())
         + "\n\nRun `python -m more SUBCOMMAND --help` for the options of one subcommand.",
     )
     parser.add_argument("command", choices=list(commands), metavar="SUBCOMMAND", help="one of: " + ", ".join(commands))
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"more.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"python -m more {name}", description=COMMANDS[name])
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])
     from more.config import ConfigError
 
     try:

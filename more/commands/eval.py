@@ -22,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the saved config, e.g. eval.batch_size=4")
     parser.add_argument("--split", help="split to evaluate (default: eval.split of the config)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/eval_<split>)")
-    parser.parse_args = parser.parse_intermixed_args  # overrides may follow the options
 
 
 def progress_printer(desc: str):

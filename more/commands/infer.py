@@ -30,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/infer_<task>_...)")
     parser.add_argument("--workers", type=int, default=0,
                         help="CRF processes (default: eval.crf_workers; 0 there = 60%% of the cores)")
-    parser.parse_args = parser.parse_intermixed_args  # overrides may follow the options
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ from more.config import TABLE3_CONDITIONS, ConfigError, load_config
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a YAML file (experiments/*.yaml) or a preset name: voc, coco, synthetic")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lir.cre_weight=0.1 train.max_iters=100")
-    parser.add_argument("--resume", metavar="PATH", help="checkpoint file or folder, or a run folder (newest checkpoint)")
-    parser.add_argument("--run-dir", metavar="DIR", help="where the run writes its files (default runtime.out_dir/NAME)")
+    parser.add_argument("--resume", metavar="PATH", help="checkpoint file/folder, or a run folder (newest checkpoint)")
+    parser.add_argument("--run-dir", metavar="DIR", help="where the run writes its files (default: out_dir/NAME)")
     parser.add_argument(
         "--condition", choices=sorted(TABLE3_CONDITIONS), help="apply one of the paper's Table 3 rows before overrides"
     )

@@ -230,8 +230,12 @@ def load_config(
         raise _choice_error(where, "fidelity", level, list(FIDELITY_LEVELS))
 
     cfg = MoReConfig()
-    layers = [("preset " + preset_name + ": ", PRESETS[preset_name]), ("", fidelity_overrides(level)),
-              (where, file_flat), ("override ", cli_flat)]
+    layers = [
+        ("preset " + preset_name + ": ", PRESETS[preset_name]),
+        ("", fidelity_overrides(level)),
+        (where, file_flat),
+        ("override ", cli_flat),
+    ]
     for layer_where, flat in layers:
         for key, value in flat.items():
             _set(cfg, key, value, layer_where)
@@ -309,22 +313,67 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 NON_NEGATIVE = [
-    "lir.cre_weight", "lir.ure_weight", "loss.cls_weight", "loss.cls_aux_weight", "loss.mct_weight",
-    "loss.ptc_weight", "loss.ptc_weight_late", "loss.seg_weight", "loss.energy_weight", "loss.energy_scale",
-    "optim.weight_decay", "gcr.top_k", "data.num_workers", "eval.max_images", "eval.num_vis", "eval.crf_workers",
-    "runtime.num_threads", "eval.cam2seg_min_pixels", "data.jitter_brightness", "data.jitter_contrast",
-    "data.jitter_saturation", "data.synth_seed", "train.seed",
+    "lir.cre_weight",
+    "lir.ure_weight",
+    "loss.cls_weight",
+    "loss.cls_aux_weight",
+    "loss.mct_weight",
+    "loss.ptc_weight",
+    "loss.ptc_weight_late",
+    "loss.seg_weight",
+    "loss.energy_weight",
+    "loss.energy_scale",
+    "optim.weight_decay",
+    "gcr.top_k",
+    "data.num_workers",
+    "eval.max_images",
+    "eval.num_vis",
+    "eval.crf_workers",
+    "runtime.num_threads",
+    "eval.cam2seg_min_pixels",
+    "data.jitter_brightness",
+    "data.jitter_contrast",
+    "data.jitter_saturation",
+    "data.synth_seed",
+    "train.seed",
 ]
 POSITIVE = [
-    "lir.cre_temperature", "loss.mct_temperature", "lir.ure_num_tokens", "optim.lr", "optim.head_lr_mult",
-    "optim.eps", "optim.power", "train.max_iters", "train.batch_size", "train.log_every", "train.eval_every",
-    "train.ckpt_every", "train.keep_ckpts", "data.crop_size", "eval.batch_size", "eval.resize",
-    "loss.energy_sigma_rgb", "loss.energy_sigma_xy", "loss.energy_scale_factor", "loss.energy_tile",
-    "model.decoder_channels", "model.decoder_dilation", "pseudo.par_iters", "eval.crf_iters",
-    "data.synth_classes", "data.synth_train", "data.synth_val", "data.synth_image_size",
+    "lir.cre_temperature",
+    "loss.mct_temperature",
+    "lir.ure_num_tokens",
+    "optim.lr",
+    "optim.head_lr_mult",
+    "optim.eps",
+    "optim.power",
+    "train.max_iters",
+    "train.batch_size",
+    "train.log_every",
+    "train.eval_every",
+    "train.ckpt_every",
+    "train.keep_ckpts",
+    "data.crop_size",
+    "eval.batch_size",
+    "eval.resize",
+    "loss.energy_sigma_rgb",
+    "loss.energy_sigma_xy",
+    "loss.energy_scale_factor",
+    "loss.energy_tile",
+    "model.decoder_channels",
+    "model.decoder_dilation",
+    "pseudo.par_iters",
+    "eval.crf_iters",
+    "data.synth_classes",
+    "data.synth_train",
+    "data.synth_val",
+    "data.synth_image_size",
 ]
 PROBABILITIES = [
-    "data.hflip_prob", "data.jitter_prob", "eval.bkg_thre", "optim.beta1", "optim.beta2", "optim.warmup_ratio",
+    "data.hflip_prob",
+    "data.jitter_prob",
+    "eval.bkg_thre",
+    "optim.beta1",
+    "optim.beta2",
+    "optim.warmup_ratio",
     "data.jitter_hue",
 ]
 THRESHOLD_PAIRS = [
@@ -406,7 +455,9 @@ def validate(cfg: MoReConfig, *, check_paths: bool = False) -> None:
             f"data.scale_min={cfg.data.scale_min!r}, data.scale_max={cfg.data.scale_max!r}: need 0 < min <= max <= 1"
         )
     if not 0.0 < cfg.data.ratio_min <= cfg.data.ratio_max:
-        raise ConfigError(f"data.ratio_min={cfg.data.ratio_min!r}, data.ratio_max={cfg.data.ratio_max!r}: need 0 < min <= max")
+        raise ConfigError(
+            f"data.ratio_min={cfg.data.ratio_min!r}, data.ratio_max={cfg.data.ratio_max!r}: need 0 < min <= max"
+        )
     for key in ("pseudo.cam_scales", "eval.infer_cam_scales", "eval.infer_multiscale", "eval.seg_scales"):
         vals = get(cfg, key)
         if not vals or any(v <= 0 for v in vals):
@@ -415,6 +466,8 @@ def validate(cfg: MoReConfig, *, check_paths: bool = False) -> None:
         fail("pseudo.par_dilations", "must be a non-empty list of dilations >= 1")
     if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3 or any(s <= 0 for s in cfg.data.std):
         raise ConfigError(f"data.mean={cfg.data.mean!r}, data.std={cfg.data.std!r}: need 3 values each, std > 0")
+    if cfg.data.synth_classes > 8:
+        fail("data.synth_classes", "the synthetic generator has 8 class designs: use 1..8")
     if cfg.model.num_registers < 0:
         fail("model.num_registers", "must be >= 0")
     depth = VARIANTS[cfg.model.variant]["depth"]
@@ -443,5 +496,9 @@ def check_config_paths(cfg: MoReConfig) -> None:
     if cfg.data.labels_file and not Path(cfg.data.labels_file).is_file():
         raise ConfigError(f"data.labels_file={cfg.data.labels_file!r}: file does not exist")
     w = cfg.model.pretrained
-    if w and (os.sep in w or w.endswith((".pth", ".pt", ".safetensors", ".npz", ".bin"))) and not Path(w).expanduser().is_file():
+    if (
+        w
+        and (os.sep in w or w.endswith((".pth", ".pt", ".safetensors", ".npz", ".bin")))
+        and not Path(w).expanduser().is_file()
+    ):
         raise ConfigError(f"model.pretrained={w!r}: weights file does not exist")

@@ -18,7 +18,9 @@ class DataConfig:
     """Dataset, splits and training augmentation (MORE_SPEC §4.3, §5)."""
 
     dataset: str = "voc"  # voc | coco | synthetic
-    root: str = "work/data/voc"  # dataset root holding JPEGImages/, SegmentationClassAug/ (or SegmentationClass/), ImageSets/
+    root: str = (
+        "work/data/voc"  # dataset root holding JPEGImages/, SegmentationClassAug/ (or SegmentationClass/), ImageSets/
+    )
     train_split: str = "train_aug"
     val_split: str = "val"
     labels_file: str = ""  # optional file of image-level labels; empty = derive from masks (cached)

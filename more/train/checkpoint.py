@@ -28,7 +28,11 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state_to_tensors(np.random.get_state()),
-        "python": [torch.tensor(list(random.getstate()[1]), dtype=torch.int64), random.getstate()[0], random.getstate()[2]],
+        "python": [
+            torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
+            random.getstate()[0],
+            random.getstate()[2],
+        ],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -128,7 +128,10 @@ def train(
     train_set = build_train_dataset(cfg)
     val_set = build_eval_dataset(cfg, cfg.data.val_split)
     val_loader = torch.utils.data.DataLoader(
-        val_set, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+        val_set,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
         collate_fn=collate_eval,
     )
     names = dataset_class_names(cfg)
@@ -136,7 +139,9 @@ def train(
     model = build_model(cfg).to(device)
     model.train()
     par = PAR(dilations=cfg.pseudo.par_dilations, num_iter=cfg.pseudo.par_iters).to(device)
-    groups = model.param_groups(lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult, weight_decay=cfg.optim.weight_decay)
+    groups = model.param_groups(
+        lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult, weight_decay=cfg.optim.weight_decay
+    )
     optimizer = PolyWarmupAdamW(groups, cfg=cfg.optim, max_iters=cfg.train.max_iters)
     step_model = torch.compile(model) if cfg.train.compile else model
 
@@ -156,12 +161,19 @@ def train(
     total_iters = cfg.train.max_iters
     progress = Progress(total_iters, desc=cfg.name, start=start)
     say = log or progress.line
-    say(f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
-        f"{len(train_set)} train / {len(val_set)} val images | iterations {start}->{total_iters}")
+    say(
+        f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
+        f"{len(train_set)} train / {len(val_set)} val images | iterations {start}->{total_iters}"
+    )
 
     batches = iterate_batches(
-        train_set, batch_size=cfg.train.batch_size, seed=cfg.train.seed, num_workers=cfg.data.num_workers,
-        start_epoch=epoch, start_position=position, pin_memory=device.type == "cuda",
+        train_set,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        num_workers=cfg.data.num_workers,
+        start_epoch=epoch,
+        start_position=position,
+        pin_memory=device.type == "cuda",
     )
     sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
     first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
@@ -203,13 +215,26 @@ def train(
             elapsed = time.perf_counter() - window_t0
             sec_per_iter = elapsed / max(window_steps, 1)
             means = (sums / max(window_steps, 1)).tolist()
-            rec = {"iter": done, "train/loss": means[-1], **{f"train/{t}": v for t, v in zip(TERMS, means)},
-                   "train/lr": optimizer.param_groups[0]["lr"], "time/sec_per_iter": sec_per_iter,
-                   "time/images_per_sec": cfg.train.batch_size / max(sec_per_iter, 1e-12)}
+            rec = {
+                "iter": done,
+                "train/loss": means[-1],
+                **{f"train/{t}": v for t, v in zip(TERMS, means)},
+                "train/lr": optimizer.param_groups[0]["lr"],
+                "time/sec_per_iter": sec_per_iter,
+                "time/images_per_sec": cfg.train.batch_size / max(sec_per_iter, 1e-12),
+            }
             append_jsonl(metrics_file, rec)
             last.update(rec)
-            say(progress.text(done, " ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in rec.items()
-                                            if k.startswith("train/") and k != "train/lr")))
+            say(
+                progress.text(
+                    done,
+                    " ".join(
+                        f"{k.split('/')[-1]} {v:.4f}"
+                        for k, v in rec.items()
+                        if k.startswith("train/") and k != "train/lr"
+                    ),
+                )
+            )
             sums.zero_()
             window_steps, window_t0 = 0, time.perf_counter()
 
@@ -233,14 +258,22 @@ def train(
             (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
             write_json(run_path / "metrics.json", metrics)
             last.update(metrics)
-            say(f"eval @ {done}: " + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
-                + f" | cls F1 {result.cls_f1:.3f}")
+            say(
+                f"eval @ {done}: "
+                + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
+                + f" | cls F1 {result.cls_f1:.3f}"
+            )
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
         if do_ckpt:
             ckpt_dir = save_checkpoint(
-                run_path, iteration=done, model=model, optimizer=optimizer,
-                data_state={"epoch": epoch, "position": position}, cfg=cfg, keep=cfg.train.keep_ckpts,
+                run_path,
+                iteration=done,
+                model=model,
+                optimizer=optimizer,
+                data_state={"epoch": epoch, "position": position},
+                cfg=cfg,
+                keep=cfg.train.keep_ckpts,
             )
         if do_eval and report is not None:
             report(metrics, str(ckpt_dir) if ckpt_dir else None)

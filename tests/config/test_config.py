@@ -26,11 +26,21 @@ REPO = Path(__file__).resolve().parents[2]
 def test_voc_preset_is_the_reference_recipe():
     cfg = load_config("voc")
     assert (cfg.train.max_iters, cfg.train.batch_size, cfg.data.crop_size) == (20000, 4, 448)
-    assert (cfg.optim.lr, cfg.optim.head_lr_mult, cfg.optim.warmup_iters, cfg.optim.weight_decay) == (6e-5, 10.0, 1500, 0.01)
+    assert (cfg.optim.lr, cfg.optim.head_lr_mult, cfg.optim.warmup_iters, cfg.optim.weight_decay) == (
+        6e-5,
+        10.0,
+        1500,
+        0.01,
+    )
     assert (cfg.lir.cre_weight, cfg.lir.ure_weight, cfg.loss.seg_weight) == (0.2, 0.1, 0.12)
     assert (cfg.lir.ure_phi, cfg.lir.ure_kernel, cfg.lir.ure_num_tokens, cfg.lir.cre_temperature) == (1.2, 6, 8, 0.5)
     assert (cfg.pseudo.par_bg_high, cfg.pseudo.par_bg_low) == (0.7, 0.25)
-    assert (cfg.pseudo.cre_high, cfg.pseudo.cre_low, cfg.pseudo.main_high, cfg.pseudo.main_low) == (0.5, 0.25, 0.6, 0.35)
+    assert (cfg.pseudo.cre_high, cfg.pseudo.cre_low, cfg.pseudo.main_high, cfg.pseudo.main_low) == (
+        0.5,
+        0.25,
+        0.6,
+        0.35,
+    )
     assert cfg.pseudo.cam_scales == [1.0, 0.5, 0.75, 1.5]
     assert (cfg.pseudo.mask_switch_iter, cfg.loss.seg_start) == (10000, 2000)
     assert resolved_top_k(cfg) == 10  # int(0.5 * C) with C = 20 (§7.2)
@@ -45,8 +55,16 @@ def test_coco_preset():
 
 
 def test_overrides_parse_yaml_values():
-    cfg = load_config("synthetic", ["lir.cre_weight=0.05", "pseudo.cam_scales=[1.0, 0.5]", "gcr.enabled=false",
-                                    "loss.energy_scale=1e-7", "model.lam=cosine"])
+    cfg = load_config(
+        "synthetic",
+        [
+            "lir.cre_weight=0.05",
+            "pseudo.cam_scales=[1.0, 0.5]",
+            "gcr.enabled=false",
+            "loss.energy_scale=1e-7",
+            "model.lam=cosine",
+        ],
+    )
     assert cfg.lir.cre_weight == 0.05 and cfg.pseudo.cam_scales == [1.0, 0.5]
     assert cfg.gcr.enabled is False and cfg.loss.energy_scale == 1e-7 and cfg.model.lam == "cosine"
 

@@ -34,7 +34,9 @@ def test_epochs_are_permutations_and_seeded():
 def test_resume_from_any_position_gives_the_same_stream():
     full = take(iterate_batches(RandomItems(), batch_size=3, seed=0, num_workers=0), 8)
     e, p = full[4][0], full[4][1]
-    resumed = take(iterate_batches(RandomItems(), batch_size=3, seed=0, num_workers=0, start_epoch=e, start_position=p), 3)
+    resumed = take(
+        iterate_batches(RandomItems(), batch_size=3, seed=0, num_workers=0, start_epoch=e, start_position=p), 3
+    )
     assert resumed == full[5:8]
 
 

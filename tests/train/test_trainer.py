@@ -22,7 +22,9 @@ def test_tiny_run_writes_config_metrics_checkpoints_and_reports(tiny_cfg, tmp_pa
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "git.txt").is_file() and (run / "metrics.json").is_file()
     assert [p.name for p in list_checkpoints(run)] == ["iter_000003", "iter_000006"]
-    assert [m["iter"] for m, _ in reports] == [3.0, 6.0] and all(d and d.endswith(f"iter_00000{int(m['iter'])}") for m, d in reports)
+    assert [m["iter"] for m, _ in reports] == [3.0, 6.0] and all(
+        d and d.endswith(f"iter_00000{int(m['iter'])}") for m, d in reports
+    )
     for out in ("cam", "aux_cam", "lam", "fused", "seg"):
         assert 0.0 <= result[f"val/{out}/miou"] <= 100.0
     train_recs = [r for r in read_metrics(run) if "train/loss" in r and "val/seg/miou" not in r]
@@ -35,6 +37,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path):
     cfg = tiny_cfg()
     full = train(cfg, run_dir=tmp_path / "full", log=lambda _: None)
     short = tiny_cfg("train.max_iters=6")
+
     # interrupt after the first checkpoint (iteration 3) by stopping from the report callback
     class Stop(Exception):
         pass
@@ -51,7 +54,9 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path):
     b = load_checkpoint(tmp_path / "resumed")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    assert [r["iter"] for r in read_metrics(tmp_path / "resumed")] == [r["iter"] for r in read_metrics(tmp_path / "full")]
+    assert [r["iter"] for r in read_metrics(tmp_path / "resumed")] == [
+        r["iter"] for r in read_metrics(tmp_path / "full")
+    ]
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
