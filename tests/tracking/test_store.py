@@ -1,0 +1,71 @@
+"""Tracking URIs (embedded default, env and CLI overrides), artifact locations and experiments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from more.tracking.store import (
+    EXPERIMENT_KIND,
+    TrackingError,
+    artifact_root,
+    default_store_dir,
+    get_or_create_experiment,
+    is_loopback,
+    make_client,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_default_is_the_embedded_sqlite_store_under_the_repo(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_store_dir() == REPO / "work" / "mlflow"
+    assert resolve_tracking_uri() == f"sqlite:///{REPO}/work/mlflow/mlflow.db"
+
+
+def test_cli_value_wins_over_env_which_wins_over_the_default(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5999"
+    assert resolve_tracking_uri("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
+
+
+def test_plain_paths_become_absolute_sqlite_uris(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("store") == f"sqlite:///{tmp_path}/store/mlflow.db"
+    assert resolve_tracking_uri("runs/t.db") == f"sqlite:///{tmp_path}/runs/t.db"
+    assert sqlite_path(resolve_tracking_uri("store")) == tmp_path / "store" / "mlflow.db"
+
+
+@pytest.mark.parametrize("uri, why", [("file:///tmp/mlruns", "file store"), ("sqlite:///rel/mlflow.db", "absolute")])
+def test_unusable_uris_are_refused_with_the_reason(uri, why):
+    with pytest.raises(TrackingError, match=why):
+        resolve_tracking_uri(uri)
+
+
+def test_artifacts_sit_next_to_the_database_unless_a_server_proxies_them():
+    assert artifact_root("sqlite:////data/ml/mlflow.db") == "file:///data/ml/artifacts"
+    assert artifact_root("http://127.0.0.1:5000") is None
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True),
+                                            ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False),
+                                            ("example.org", False)])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_experiment_is_created_once_with_location_and_tags_and_restored_when_deleted(make_store):
+    uri = make_store()
+    client = make_client(uri)
+    first = get_or_create_experiment(client, "spec_a", uri=uri, tags={"more.spec_name": "spec_a"})
+    assert get_or_create_experiment(client, "spec_a", uri=uri) == first
+    exp = client.get_experiment(first)
+    assert exp.artifact_location == f"{artifact_root(uri)}/spec_a"
+    assert exp.tags["more.spec_name"] == "spec_a" and exp.tags.items() >= EXPERIMENT_KIND.items()
+    client.delete_experiment(first)
+    assert get_or_create_experiment(client, "spec_a", uri=uri) == first
+    assert client.get_experiment(first).lifecycle_stage == "active"
