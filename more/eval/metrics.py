@@ -37,7 +37,8 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
         """Add a batch: ``pred`` and ``gt`` are (N, H, W) or (H, W) integer maps of equal shape.
 
-        Pixels whose GT or prediction lies outside [0, K) (e.g. 255 = ignore) are skipped.
+        Pixels whose GT or prediction lies outside [0, K) (e.g. 255 = ignore) are skipped. On CUDA
+        ``torch.bincount`` reads its input's range once per call (a sync), so update once per batch.
         """
         if pred.shape != gt.shape:
             raise ValueError(f"ConfusionMatrix.update: pred {tuple(pred.shape)} != gt {tuple(gt.shape)}")

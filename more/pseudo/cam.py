@@ -35,6 +35,12 @@ def minmax_normalize(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return shifted / (shifted.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
+def _minmax_(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """:func:`minmax_normalize` in place, for tensors this module owns."""
+    maps.sub_(maps.amin(dim=(-2, -1), keepdim=True))
+    return maps.div_(maps.amax(dim=(-2, -1), keepdim=True).add_(eps))
+
+
 def _scale_inputs(images: torch.Tensor, scales: Sequence[float]) -> list[torch.Tensor]:
     """The unit scale (always, first; the reference computes it unconditionally) plus every other scale."""
     _, _, h, w = images.shape
@@ -77,11 +83,11 @@ def multi_scale_cam(
         cam_sum = aux_sum = None
         for x in _scale_inputs(images, scales):
             cam, cam_aux = cam_fn(torch.cat([x, x.flip(-1)], dim=0))  # (2B, C, h, w) each
-            cam = F.relu(_merge_flip(cam.float(), size))  # (B, C, *size)
-            cam_aux = F.relu(_merge_flip(cam_aux.float(), size))
-            cam_sum = cam if cam_sum is None else cam_sum + cam
-            aux_sum = cam_aux if aux_sum is None else aux_sum + cam_aux
-        return minmax_normalize(cam_sum), minmax_normalize(aux_sum)
+            cam = _merge_flip(cam.float(), size).relu_()  # (B, C, *size)
+            cam_aux = _merge_flip(cam_aux.float(), size).relu_()
+            cam_sum = cam if cam_sum is None else cam_sum.add_(cam)
+            aux_sum = cam_aux if aux_sum is None else aux_sum.add_(cam_aux)
+        return _minmax_(cam_sum), _minmax_(aux_sum)
 
 
 def multi_scale_lam(
@@ -106,8 +112,8 @@ def multi_scale_lam(
         lam_sum = None
         for x in _scale_inputs(images, scales):
             lam = _merge_flip(lam_fn(torch.cat([x, x.flip(-1)], dim=0)).float(), size)  # (B, C, *size)
-            lam_sum = lam if lam_sum is None else lam_sum + lam
-        return minmax_normalize(lam_sum)
+            lam_sum = lam if lam_sum is None else lam_sum.add_(lam)
+        return _minmax_(lam_sum)
 
 
 def cam_to_label(

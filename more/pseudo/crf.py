@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,7 @@ def crf_map(
     workers: int = 0,
     *,
     progress: Callable[[int, int], None] | None = None,
+    executor: Executor | None = None,
 ) -> list[Any]:
     """Run ``fn(*job)`` for every job on a pool of processes; results come back in job order.
 
@@ -117,25 +118,43 @@ def crf_map(
         jobs: positional-argument tuples, one per job.
         workers: processes; 0 means :func:`default_workers`.
         progress: optional ``progress(done, total)`` callback, called in this process after each job.
+        executor: an existing pool to submit to (e.g. one kept open over many calls, see :func:`crf_pool`);
+            ``workers`` is then ignored and the pool is left open.
 
     Returns:
         ``[fn(*job) for job in jobs]``.
     """
     workers = default_workers() if workers <= 0 else workers
     total = len(jobs)
-    if workers == 1 or total <= 1:
+    if executor is None and (workers == 1 or total <= 1):
         results = []
         for i, job in enumerate(jobs):
             results.append(fn(*job))
             if progress is not None:
                 progress(i + 1, total)
         return results
-    results: list[Any] = [None] * total
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
-        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            results[futures[future]] = future.result()
-            if progress is not None:
-                progress(done, total)
+    if executor is not None:
+        return _collect(executor, fn, jobs, progress)
+    with crf_pool(min(workers, total)) as pool:
+        return _collect(pool, fn, jobs, progress)
+
+
+def crf_pool(workers: int = 0) -> ProcessPoolExecutor:
+    """A ``spawn`` process pool for :func:`crf_map` (0 workers = :func:`default_workers`); close it when done."""
+    workers = default_workers() if workers <= 0 else workers
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _collect(
+    pool: Executor,
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple[Any, ...]],
+    progress: Callable[[int, int], None] | None,
+) -> list[Any]:
+    results: list[Any] = [None] * len(jobs)
+    futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+    for done, future in enumerate(as_completed(futures), start=1):
+        results[futures[future]] = future.result()
+        if progress is not None:
+            progress(done, len(jobs))
     return results

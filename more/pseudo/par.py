@@ -11,7 +11,9 @@ Differences from the reference that do not change the result:
   the same values as padding by each dilation), accumulated in place, instead of dilated one-hot convolutions.
 * ``channels="all"`` keeps every class channel and masks absent classes to -inf before the channel softmax;
   their probabilities are then exactly 0, stay 0 under PAR and never win the argmax, so the labels equal those
-  of the reference's "keep only present channels" (up to float summation order).
+  of the reference's "keep only present channels" (up to float summation order). ``channels="present"``
+  gathers the background and the present classes into max(#present) + 1 channels instead (one scalar read
+  from the device); it is the CPU default and worth it on GPUs when C is large (COCO).
 """
 
 from __future__ import annotations
@@ -84,11 +86,25 @@ class PAR(nn.Module):
             (each pixel's weights sum to 1.01; not renormalised, as in the reference).
         """
         images = images.float()
-        nbrs = torch.stack(self._neighbours(images), dim=2)  # (B, 3, 48, H, W)
-        std = nbrs.std(dim=2, keepdim=True)  # unbiased, over the 48 neighbours (centre excluded)
-        # -(|I_n - I_0| / (std + 1e-8) / 0.3)^2, in place (same operation order as the reference).
-        dist = nbrs.sub_(images.unsqueeze(2)).abs_().div_(std.add_(1e-8)).div_(self.colour_temp).square_()
-        aff = dist.mean(dim=1).neg_().softmax(dim=1)  # (B, 48, H, W): mean over RGB, softmax over neighbours
+        b, _, h, w = images.shape
+        nbrs = self._neighbours(images)  # 48 × (B, 3, H, W) views; processed one at a time to stay in cache
+        mean = torch.zeros_like(images)
+        for x in nbrs:
+            mean.add_(x)
+        mean.div_(len(nbrs))
+        var = torch.zeros_like(images)
+        for x in nbrs:
+            centred = x - mean
+            var.addcmul_(centred, centred)
+        std = var.div_(len(nbrs) - 1).sqrt_()  # unbiased std over the 48 neighbours (centre excluded)
+        std.add_(1e-8)
+        aff = torch.empty(b, len(nbrs), h, w, device=images.device)  # (B, 48, H, W)
+        diff = torch.empty_like(images)
+        for n, x in enumerate(nbrs):  # -(|I_n - I_0| / (std + 1e-8) / 0.3)^2, averaged over RGB
+            torch.sub(x, images, out=diff)
+            diff.abs_().div_(std).div_(self.colour_temp).square_()
+            torch.mean(diff, dim=1, out=aff[:, n])
+        aff = aff.neg_().softmax(dim=1)  # softmax over the 48 neighbours
         pos = self.pos_softmax.to(device=aff.device, dtype=aff.dtype)
         return aff + self.pos_weight * pos[None, :, None, None]
 
@@ -157,7 +173,7 @@ def refine_cams_with_bkg(
     high: float,
     low: float,
     down_scale: int = 2,
-    channels: str = "all",
+    channels: str = "auto",
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """PAR-refined segmentation target from CAMs with two background levels (MORE_SPEC §3.3).
@@ -177,7 +193,8 @@ def refine_cams_with_bkg(
         down_scale: PAR runs at (H // down_scale, W // down_scale).
         channels: ``"all"``: every class channel, absent ones masked (no host sync); ``"present"``: only the
             background plus as many channels as the image with most present classes needs (one scalar read from
-            the device; much less PAR work when C is large). Both give the same labels.
+            the device; much less PAR work when C is large); ``"auto"``: ``"present"`` on the CPU, where the read
+            costs nothing, else ``"all"``. All give the same labels.
         ignore_index: value of uncertain pixels.
 
     Returns:
@@ -192,6 +209,8 @@ def refine_cams_with_bkg(
     bkg = F.interpolate(bkg, size=small, mode="bilinear", align_corners=False)  # (2, 1, h', w')
     cams_small = F.interpolate(cams.float(), size=small, mode="bilinear", align_corners=False)  # (B, C, h', w')
 
+    if channels == "auto":
+        channels = "present" if cams.device.type == "cpu" else "all"
     if channels == "all":
         ids = torch.arange(c + 1, device=cams.device).expand(b, c + 1)  # (B, C+1) channel = class id
         keep = torch.cat([torch.ones_like(labels[:, :1], dtype=torch.bool), labels > 0], dim=1)
@@ -201,7 +220,7 @@ def refine_cams_with_bkg(
         keep = ids >= 0
         fg = cams_small.gather(1, (ids[:, 1:] - 1).clamp(min=0)[:, :, None, None].expand(-1, -1, *small))
     else:
-        raise ValueError(f"refine_cams_with_bkg: channels must be 'all' or 'present', got {channels!r}")
+        raise ValueError(f"refine_cams_with_bkg: channels must be 'auto', 'all' or 'present', got {channels!r}")
 
     k = fg.shape[1] + 1
     logits = torch.cat([bkg[:, None].expand(2, b, 1, *small), fg[None].expand(2, b, k - 1, *small)], dim=2)

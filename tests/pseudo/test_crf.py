@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from more.pseudo.crf import crf_from_scores, crf_map, default_workers, dense_crf
+from more.pseudo.crf import crf_from_scores, crf_map, crf_pool, default_workers, dense_crf
 
 H, W = 30, 40
 
@@ -81,3 +81,6 @@ def test_crf_map_parallel_equals_serial_in_order():
     assert len(parallel) == 3 and all(np.array_equal(a, b) for a, b in zip(serial, parallel))
     assert not all(np.array_equal(serial[0], s) for s in serial[1:])  # the jobs really differ
     assert default_workers() >= 1
+    with crf_pool(2) as pool:  # a pool kept open across calls
+        for _ in range(2):
+            assert all(np.array_equal(a, b) for a, b in zip(serial, crf_map(fn, jobs, executor=pool)))
