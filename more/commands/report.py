@@ -24,8 +24,14 @@ def repo_root() -> Path:
     return root if (root / "pyproject.toml").is_file() else Path.cwd()
 
 
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'work' / 'mlflow' / 'mlflow.db'}"
+def tracking_uri(value: str | None) -> str:
+    """``value``, else ``$MLFLOW_TRACKING_URI``, else the embedded store; a plain path (a ``*.db`` file or a folder
+    holding ``mlflow.db``) means that sqlite database, as everywhere in the project."""
+    chosen = value or os.environ.get("MLFLOW_TRACKING_URI") or str(repo_root() / "work" / "mlflow")
+    if "://" in chosen:
+        return chosen
+    path = Path(chosen).expanduser().resolve()
+    return f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: <repo>/work/reports/<spec name>/)")
     parser.add_argument("--output", choices=OUTPUTS, default="seg",
                         help="which prediction the numbers are of: val/<output>/* metrics (default: seg)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: env MLFLOW_TRACKING_URI, else "
-                                               "sqlite:///<repo>/work/mlflow/mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI or a sqlite path (default: env "
+                                               "MLFLOW_TRACKING_URI, else <repo>/work/mlflow/mlflow.db)")
     parser.add_argument("--storage", help="the harness's experiment storage, read when MLflow is unreachable "
                                           "(default: <repo>/work/ray_results)")
     parser.add_argument("--classes", help="comma-separated classes for Table 4, in this order (default: all)")
@@ -72,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     # A tracking server that is down should cost seconds, not MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    uri = args.tracking_uri or default_tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri(args.tracking_uri)
     storage = Path(args.storage).expanduser().resolve() if args.storage else repo_root() / "work" / "ray_results"
     experiments = []
     for target in args.targets:

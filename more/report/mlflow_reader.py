@@ -144,7 +144,8 @@ def record_from_run(client: Any, run: Any, checkpoint: Checkpoint, output: str) 
         metrics, iteration = {}, None
     else:
         metrics = dict(run.data.metrics)
-        iteration = int(metrics["iter"]) if "iter" in metrics else (max(m.step for m in history) if history else None)
+        # the step of the last evaluation; the "iter" metric may also carry training-log records
+        iteration = max(m.step for m in history) if history else (int(metrics["iter"]) if "iter" in metrics else None)
     seed = tags.get("more.seed", config.get("train.seed"))
     sweep = tags.get("more.sweep") or "{}"
     return TrialRecord(

@@ -250,10 +250,12 @@ def table4(columns_records: list[tuple[str, list[TrialRecord]]], *, output: str,
     for label, _ in usable:
         columns += [Column(f"{label}_iou", f"{label} IoU"), Column(f"{label}_cr", f"{label} CR")]
     paper = (paper_table4 or {}).get("MoRe") or {}
-    show_paper = output == "seg" and any(c in paper for c in found)
+    datasets = {str(r.config.get("data.dataset", "")) for _, recs in usable for r in recs}
+    # the paper's numbers are VOC classes: a synthetic "boat" is not comparable
+    show_paper = output == "seg" and datasets == {"voc"} and any(c in paper for c in found)
     if show_paper:
         columns += [Column("paper_iou", "Paper MoRe IoU"), Column("paper_cr", "Paper MoRe CR")]
-    rows = []
+    rows, dropped = [], 0
     for cls in [*found, "mean"]:
         row: dict[str, Any] = {"class": cls}
         for label, recs in usable:
@@ -264,8 +266,9 @@ def table4(columns_records: list[tuple[str, list[TrialRecord]]], *, output: str,
             else:
                 row[f"{label}_iou"] = describe(r.metrics[f"val/{output}/iou/{cls}"] for r in recs
                                                if f"val/{output}/iou/{cls}" in r.metrics)
-                conf = [r.confusion[output][cls] for r in recs if cls in r.confusion.get(output, {})]
+                conf = [c for r in recs if (c := class_confusion(r, output, cls)) is not None]
             row[f"{label}_cr"] = describe(conf) if conf else "n/a"
+            dropped += sum(1 for v in conf if not math.isfinite(v))
         if show_paper:
             iou, cr = paper.get(cls, (None, None))
             row["paper_iou"], row["paper_cr"] = Num(iou), Num(cr)
@@ -273,8 +276,18 @@ def table4(columns_records: list[tuple[str, list[TrialRecord]]], *, output: str,
     caption = (f"{title}: per-class IoU (mean ± sample std over seeds) and confusion ratio CR = FP/TP, "
                f"{OUTPUT_LABELS.get(output, output)} output on val; {checkpoint_text}. The mean row is the mIoU and "
                f"the mean confusion ratio over all classes. Per-class CR comes from the runs' per_class/iter_N.csv "
-               f"artifacts (n/a where none was logged).")
+               f"artifacts or val/<output>/confusion/<class> metrics (n/a where none was logged).")
+    if dropped:
+        notes.append(f"{dropped} confusion ratio(s) were inf or NaN (a class predicted but never right, or never "
+                     f"present) and are left out of the means; n counts the finite ones")
     return Table("table4", title, caption, columns, rows, notes)
+
+
+def class_confusion(record: TrialRecord, output: str, cls: str) -> float | None:
+    """A class's confusion ratio: from the per-class CSV artifact, else a ``val/<output>/confusion/<class>``
+    metric, else None."""
+    value = record.confusion.get(output, {}).get(cls)
+    return value if value is not None else record.metrics.get(f"val/{output}/confusion/{cls}")
 
 
 # ---------------------------------------------------------------------------------------------- sensitivity
@@ -295,6 +308,13 @@ class Sensitivity:
     table: Table
     series: list[Series]
     numeric: bool  # every value is a number (plot on a numeric axis), else categories
+
+
+def _order(x: Any) -> tuple[int, float, str]:
+    """Numbers ascending, then anything else (lists, text, None) by its text."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return (0, float(x), "")
+    return (1, 0.0, value_text(x))
 
 
 def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions: list[str],
@@ -320,9 +340,7 @@ def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions
     columns += [Column(m, label) for m, label in METRICS] + [Column("n", "n")]
     rows, series = [], []
     for label in labels:
-        pts = [(x, recs) for (lab, _), (x, recs) in points.items() if lab == label]
-        if numeric:
-            pts.sort(key=lambda p: p[0])
+        pts = sorted(((x, recs) for (lab, _), (x, recs) in points.items() if lab == label), key=lambda p: _order(p[0]))
         stats = []
         for x, recs in pts:
             row: dict[str, Any] = {"series": label, "value": value_text(x)}
@@ -334,9 +352,12 @@ def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions
         series.append(Series(label, [x for x, _ in pts], stats))
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in key)
     caption = (f"Sensitivity to {key}: {OUTPUT_LABELS.get(output, output)} output on val, mean ± sample std over "
-               f"seeds (n runs); {checkpoint_text}.")
-    return Sensitivity(key, Table(f"sensitivity_{safe}", f"Sensitivity: {key}", caption, columns, rows), series,
-                       numeric)
+               f"seeds (n runs); {checkpoint_text}. Base-point runs enter at their configured value of {key}.")
+    lost = [r.trial for r in records if key in r.sweep and not is_usable(r, output)]
+    notes = [f"not finished with results, so not shown: {', '.join(lost)} (see Missing / failed trials)"]
+    notes = notes if lost else []
+    return Sensitivity(key, Table(f"sensitivity_{safe}", f"Sensitivity: {key}", caption, columns, rows, notes),
+                       series, numeric)
 
 
 # ----------------------------------------------------------------------------------------- missing / failed
@@ -351,9 +372,19 @@ def problem_table(records: list[TrialRecord], *, output: str) -> Table:
     for r in records:
         if is_usable(r, output):
             continue
-        error = r.error or (f"finished, but no {metric_key(output, 'miou')} at the chosen checkpoint"
-                            if r.status == FINISHED else f"status {r.status}")
+        error = error_summary(r.error) or (f"finished, but no {metric_key(output, 'miou')} at the chosen checkpoint"
+                                           if r.status == FINISHED else f"status {r.status}")
         rows.append({"trial": r.trial, "condition": r.condition, "seed": "n/a" if r.seed is None else r.seed,
                      "sweep": sweep_text(r.sweep) or "-", "status": r.status, "error": error})
-    caption = "Trials expected from the spec or tracked but not finished with results; none is left out of sight."
+    caption = ("Trials expected from the spec or tracked but not finished with results; none is left out of sight. "
+               "Errors are shortened to their key line; trials.csv holds them in full.")
     return Table("missing", "Missing / failed trials", caption, columns, rows)
+
+
+def error_summary(text: str, limit: int = 300) -> str:
+    """The line of an error that says what happened: the first, or the last of a traceback."""
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[:limit - 1] + "…"

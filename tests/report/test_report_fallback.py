@@ -78,6 +78,8 @@ def test_unreachable_sqlite_falls_back_to_results_json(harness_dir, tmp_path):
         "| more | 0.05 | 70.50 ± 0.71 | 81.00 ± 1.41 | 61.00 ± 1.41 | 2 |",
         "| more | 0.2 | 75.00 | 85.00 | 70.00 | 1 |",
     ]
+    assert sens.notes == ["not finished with results, so not shown: more-cre_weight=0.2-s1 (see Missing / failed "
+                          "trials)"]
     png = report.files["sensitivity_lir.cre_weight.png"]
     _check_png(png)
 

@@ -22,7 +22,7 @@ CONDITIONS = {
     "wo_gcr": {"gcr.enabled": False},
     "more": {},
 }
-FULL = {"lir.cre_weight": 0.5, "lir.ure_weight": 0.25, "gcr.enabled": True}
+FULL = {"lir.cre_weight": 0.5, "lir.ure_weight": 0.25, "gcr.enabled": True, "data.dataset": "voc"}
 OOM = "RuntimeError: CUDA out of memory (100% used) in {block_3}"
 # condition -> seed -> (precision, recall, miou) of the last evaluation (iteration 2000)
 NUMBERS = {
