@@ -173,3 +173,11 @@ def test_cli_without_mlflow_never_imports_the_trainer(harness_dir, tmp_path):
     assert not (out / "sensitivity_lir.cre_weight.png").exists()  # png not asked for
     assert "more-cre_weight=0.2-s1 | more | 1 | lir.cre_weight=0.2 | FAILED | TrainingDiverged" in (
         out / "report.md").read_text()
+
+
+def test_reachable_store_without_runs_of_the_spec_falls_back(harness_dir, tracking):
+    exp = load_experiment(str(harness_dir["spec"]), tracking_uri=tracking.uri, storage=harness_dir["storage"],
+                          checkpoint=Checkpoint())
+    assert exp.source.startswith("results.json at ") and exp.parent_run_id is None and exp.tracking_uri is None
+    assert exp.notes[0] == (f"MLflow not used: MLflow at {tracking.uri} has no trial runs of spec 'sens_unit' with "
+                            f"hash {harness_dir['digest']}")
