@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"more.commands.{name}")
     parser = argparse.ArgumentParser(prog=f"python -m more {name}", description=COMMANDS[name])
     module.add_arguments(parser)
-    args = parser.parse_intermixed_args(argv[1:])
+    try:  # lets dotted overrides follow options (`infer CKPT --task seeds eval.bkg_thre=0.4`)
+        args = parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # argparse cannot intermix with subparsers (`data synth|check`)
+        args = parser.parse_args(argv[1:])
     from more.config import ConfigError
 
     try:

@@ -130,6 +130,7 @@ class PseudoConfig:
     mask_switch_iter: int = 10000  # aux -> main CAM masks for L_cre/L_ure (COCO 50000)
     lir_mask_source: str = "aux_then_main"  # §7.11: aux_then_main (reference) | main (paper)
     par_iters: int = 10
+    par_channels: str = "auto"  # PAR over: present (bg + present classes; one host read) | all (no sync) | auto
     par_dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 12, 24])
 
 

@@ -1,14 +1,24 @@
-"""The MoRe network: multi-class-token ViT backbone, GCR, CAM heads, LAM and the LargeFOV decoder (MORE_SPEC §1)."""
+"""The MoRe network: multi-class-token ViT backbone, GCR, CAM heads, LAM and the LargeFOV decoder (MORE_SPEC §1).
 
-from more.model.backbone import BackboneOutput, MultiClassTokenViT
-from more.model.build import build_model
-from more.model.decoder import LargeFOV
-from more.model.gcr import GCR
-from more.model.heads import CamClassifier, lam
-from more.model.more import CamOutput, MoRe, MoReOutput
-from more.model.weights import LoadReport, WeightsError, load_pretrained
+Names are imported lazily: config validation reads ``more.model.variants`` (a plain dict) and must not pay for
+importing torch and timm.
+"""
 
-__all__ = [
-    "BackboneOutput", "CamClassifier", "CamOutput", "GCR", "LargeFOV", "LoadReport", "MoRe", "MoReOutput",
-    "MultiClassTokenViT", "WeightsError", "build_model", "lam", "load_pretrained",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "BackboneOutput": "backbone", "MultiClassTokenViT": "backbone", "build_model": "build", "LargeFOV": "decoder",
+    "GCR": "gcr", "CamClassifier": "heads", "lam": "heads", "CamOutput": "more", "MoRe": "more",
+    "MoReOutput": "more", "LoadReport": "weights", "WeightsError": "weights", "load_pretrained": "weights",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"more.model.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'more.model' has no attribute {name!r}")

@@ -82,7 +82,9 @@ def seg_target(
         lam_up = F.interpolate(lam_small.float(), size=cams.shape[-2:], mode="bilinear", align_corners=False)
         source = minmax_normalize(lam_up)
     return refine_cams_with_bkg(
-        par, image255, source * labels[:, :, None, None], labels, high=cfg.pseudo.par_bg_high, low=cfg.pseudo.par_bg_low
+        par, image255, source * labels[:, :, None, None], labels, high=cfg.pseudo.par_bg_high,
+        low=cfg.pseudo.par_bg_low,
+        channels=cfg.pseudo.par_channels,
     )
 
 

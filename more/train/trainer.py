@@ -87,8 +87,9 @@ def write_json(path: Path, data: dict) -> None:
 def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]:
     metrics = result.flat()
     for out, s in result.scores.items():
-        for name, iou in zip(class_names, s.iou):
+        for name, iou, confusion in zip(class_names, s.iou, s.confusion):
             metrics[f"val/{out}/iou/{name}"] = 100.0 * float(iou)
+            metrics[f"val/{out}/confusion/{name}"] = float(confusion)
     return metrics
 
 
@@ -252,7 +253,9 @@ def train(
             for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
                 if k in last:
                     metrics[k] = last[k]
-            append_jsonl(metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k})
+            append_jsonl(
+                metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
+            )
             eval_dir = run_path / "eval"
             eval_dir.mkdir(exist_ok=True)
             (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
