@@ -1,0 +1,211 @@
+"""``python -m more ablate SPEC``: run an ablation spec (``ablations/*.yaml``) as Ray Tune trials.
+
+Every trial is validated before anything launches. ``--dry-run`` prints the trial table and the GPU-hour estimate.
+Otherwise the trials run on a private Ray started on a loopback address (default) or on the cluster at
+``--address``, in ``<storage>/<spec name>-<spec hash>``; the results table is printed and written there as
+Markdown, CSV and JSON. The exit status is 0 when every trial finished, 1 when some failed, 2 for a bad spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from more.harness.spec import AblationSpec, SpecError, Trial, expand, load_spec, spec_hash
+
+DEFAULT_STORAGE = "work/ray_results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="an ablation spec, e.g. ablations/table3_synthetic.yaml")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the trials and the GPU-hour estimate; launch nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted experiment of this spec (unfinished and failed trials)")
+    parser.add_argument("--address", help="HOST:PORT of a running Ray cluster (default: start a private local Ray)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"experiment storage: a path (made absolute) or a URI such as s3://bucket/ray "
+                             f"(default: {DEFAULT_STORAGE})")
+    parser.add_argument("--max-concurrent", type=int, help="run at most N trials at once (overrides the spec)")
+    parser.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (local Ray, on 127.0.0.1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+        trials = expand(spec)
+    except SpecError as exc:
+        print(f"spec error: {exc}", file=sys.stderr)
+        return 2
+    digest = spec_hash(spec, trials)
+    if args.dry_run:
+        print(dry_run_text(spec, trials, digest), end="")
+        return 0
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print("--max-concurrent must be >= 1", file=sys.stderr)
+        return 2
+    return launch(spec, trials, digest, args)
+
+
+def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
+    """The trial table (name, condition, overrides, seed), the count and the GPU-hour estimate."""
+    header = [
+        f"spec {spec.name} (hash {digest}): {spec.source}",
+        "experiment overrides: " + (_overrides_text(spec.overrides) or "-"),
+        f"metric {spec.metric} ({spec.mode}); resources per trial: {spec.resources.cpus:g} CPU, "
+        f"{spec.resources.gpus:g} GPU; max concurrent: {spec.max_concurrent or 'unlimited'}; "
+        f"max failures: {spec.max_failures}",
+        "",
+    ]
+    rows = [("trial", "condition", "overrides", "seed")]
+    for t in trials:
+        rows.append((t.name, t.condition, _overrides_text({**spec.conditions[t.condition], **t.sweep}) or "-",
+                     str(t.seed)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    table = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    table.insert(1, "-+-".join("-" * w for w in widths))
+    if spec.gpu_hours_per_trial is not None:
+        estimate = f"{len(trials) * spec.gpu_hours_per_trial:g} GPU-hours ({spec.gpu_hours_per_trial:g} per trial)"
+    elif spec.resources.gpus == 0:
+        estimate = "0 GPU-hours (CPU-only trials)"
+    else:
+        estimate = "unknown (set gpu_hours_per_trial in the spec)"
+    footer = ["", f"{len(trials)} trials; estimated {estimate}", "dry run: nothing launched"]
+    return "\n".join(header + table + footer) + "\n"
+
+
+def _overrides_text(overrides: dict) -> str:
+    """``key=value`` pairs with values spelled as in YAML (``false``, ``[1.0, 0.5]``)."""
+    return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
+
+
+def resolve_storage(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> int:
+    """Check the experiment folder against the spec hash, run (or resume) the Tuner, report the results."""
+    from more.harness.tune_runner import ExperimentStore, can_restore
+
+    store = ExperimentStore(resolve_storage(args.storage), f"{spec.name}-{digest}")
+    stored = (store.read_text("spec_hash") or "").strip()
+    if stored and stored != digest:
+        print(f"refusing: {store.path} holds spec hash {stored}, but the spec now hashes to {digest}", file=sys.stderr)
+        return 2
+    others = [(n, (store.read_text("spec_hash", name=n) or "").strip()) for n in store.siblings(f"{spec.name}-")]
+    others = [(n, h) for n, h in others if h]
+    exists = can_restore(store)
+
+    if args.resume:
+        if not exists:
+            if others:
+                old = ", ".join(f"{h} ({n})" for n, h in others)
+                print(f"refusing to resume: spec '{spec.name}' changed since its first launch: stored hash {old}, "
+                      f"current hash {digest}. Restore the old spec to resume it, or run without --resume to start "
+                      f"a new experiment.", file=sys.stderr)
+            else:
+                print(f"nothing to resume: no experiment at {store.path}; run without --resume", file=sys.stderr)
+            return 2
+        if args.max_concurrent is not None:
+            print("note: --max-concurrent is ignored with --resume (the experiment keeps its original setting)")
+    elif exists:
+        return _report_existing(spec, trials, digest, store)
+    else:
+        for name, h in others:
+            print(f"note: {store.storage}/{name} holds an earlier version of this spec (hash {h}); "
+                  f"starting a new experiment {store.name}")
+        _write_spec_files(spec, trials, digest, store)
+    return _run(spec, trials, digest, store, args)
+
+
+def _write_spec_files(spec: AblationSpec, trials: list[Trial], digest: str, store) -> None:
+    from dataclasses import asdict
+
+    store.write_text("spec.yaml", spec.path.read_text() if spec.path else "")
+    store.write_text("trials.json", json.dumps([asdict(t) for t in trials], indent=1) + "\n")
+    store.write_text("spec_hash", digest + "\n")
+
+
+def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store) -> int:
+    from more.harness.results import FAILED, FINISHED, load_rows
+
+    rows = load_rows(spec, trials, store.path)
+    unfinished = [r for r in rows if r.status not in (FINISHED, FAILED)]
+    if unfinished:
+        print(f"{store.path} exists with {len(unfinished)} unfinished trials (the driver stopped early); "
+              f"pass --resume to continue it", file=sys.stderr)
+        return 2
+    print(f"nothing to do: experiment {store.name} (spec hash {digest}) already ran all {len(rows)} trials "
+          f"in {store.path}")
+    return _publish(spec, digest, store, rows)
+
+
+def _run(spec: AblationSpec, trials: list[Trial], digest: str, store, args: argparse.Namespace) -> int:
+    from more.harness.local_ray import ray_runtime
+    from more.harness.results import load_rows
+    from more.harness.tune_runner import build_tuner, restore_tuner
+
+    with ray_runtime(args.address, dashboard=args.dashboard) as runtime:
+        import ray
+
+        where = f"local Ray on {runtime.address}" if runtime.embedded else f"Ray cluster at {runtime.address}"
+        print(f"{'resuming' if args.resume else 'running'} {len(trials)} trials of {spec.name} on {where}; "
+              f"experiment {store.path}", flush=True)
+        if runtime.dashboard_url:
+            print(f"Ray dashboard: http://{runtime.dashboard_url}", flush=True)
+        print("nodes: " + ", ".join(_node_text(n) for n in ray.nodes() if n.get("Alive")), flush=True)
+        problem = _resource_problem(spec, runtime.embedded)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        tuner = restore_tuner(spec, store) if args.resume else build_tuner(
+            spec, trials, store, max_concurrent=args.max_concurrent)
+        tuner.fit()
+    return _publish(spec, digest, store, load_rows(spec, trials, store.path))
+
+
+def _node_text(node: dict) -> str:
+    res = node.get("Resources", {})
+    return f"{node['NodeManagerAddress']} ({res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU)"
+
+
+def _resource_problem(spec: AblationSpec, embedded: bool) -> str:
+    """A trial that no node can ever hold would wait forever: refuse it on a local Ray, warn on a cluster
+    (its autoscaler may still add such nodes)."""
+    import ray
+
+    need = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(res.get(k, 0.0) >= v for k, v in need.items() if v > 0) for res in nodes):
+        return ""
+    have = ", ".join(f"{res.get('CPU', 0):g} CPU / {res.get('GPU', 0):g} GPU" for res in nodes) or "no nodes"
+    text = (f"no node can hold a trial of {spec.resources.cpus:g} CPU and {spec.resources.gpus:g} GPU "
+            f"(nodes: {have})")
+    if embedded:
+        return f"{text}; lower 'resources' in the spec or run on a cluster with --address"
+    print(f"warning: {text}; waiting for the cluster's autoscaler", file=sys.stderr)
+    return ""
+
+
+def _publish(spec: AblationSpec, digest: str, store, rows: list) -> int:
+    """Print the results table, write results.md/.csv/.json next to the experiment, summarize failures."""
+    from more.harness.results import FAILED, format_table, to_csv, to_json
+
+    table = format_table(rows, spec.metric)
+    print()
+    print(table, end="")
+    for name, text in (("results.md", f"# {spec.name} ({digest})\n\n{table}"), ("results.csv", to_csv(rows)),
+                       ("results.json", to_json(spec, digest, rows))):
+        store.write_text(name, text)
+    print(f"\nresults written to {store.path}/results.{{md,csv,json}}")
+    failed = [r for r in rows if r.status == FAILED]
+    incomplete = [r for r in rows if r.status not in (FAILED, "TERMINATED")]
+    if failed or incomplete:
+        print(f"{len(failed)} of {len(rows)} trials failed" + (f", {len(incomplete)} did not finish" if incomplete
+                                                                else "") + ":", file=sys.stderr)
+        for r in failed + incomplete:
+            print(f"  {r.trial}: {r.error or r.status}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,124 @@
+"""The results table of an ablation: one row per trial, read back from the experiment folder Tune wrote.
+
+Rows are rebuilt from the stored experiment state (``ExperimentAnalysis``), so the same table comes out after a
+fresh run, after ``--resume`` and for an experiment that already finished, with no Ray running.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from more.harness.spec import AblationSpec, Trial
+
+FAILED = "ERROR"
+FINISHED = "TERMINATED"
+
+
+@dataclass
+class TrialRow:
+    """One trial's outcome: its last reported metric value and iteration, or its error."""
+
+    trial: str
+    condition: str
+    sweep: str  # "key=value ..." or "" for the base point
+    seed: int
+    status: str  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED | NOT STARTED
+    metric: float | None
+    iterations: int | None
+    node_ip: str
+    error: str
+    path: str
+
+
+def error_summary(error: BaseException | None) -> str:
+    """``Type: message`` of the exception that ended a trial (unwrapping Ray's task error)."""
+    if error is None:
+        return ""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
+
+
+def load_rows(spec: AblationSpec, trials: list[Trial], experiment_path: str) -> list[TrialRow]:
+    """Rows in the spec's trial order; trials Tune has not created yet are listed as NOT STARTED."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from more.harness.tune_runner import NAME_KEY, PARAM_KEY
+
+    analysis = ExperimentAnalysis(experiment_path, default_metric=spec.metric, default_mode=spec.mode)
+    found: dict[str, tuple[Any, Any]] = {}
+    for tune_trial, result in zip(analysis.trials, ResultGrid(analysis)):
+        found[tune_trial.config[PARAM_KEY][NAME_KEY]] = (tune_trial, result)
+    rows = []
+    for t in trials:
+        sweep = " ".join(f"{k}={v}" for k, v in t.sweep.items())
+        if t.name not in found:
+            rows.append(TrialRow(t.name, t.condition, sweep, t.seed, "NOT STARTED", None, None, "", "", ""))
+            continue
+        tune_trial, result = found[t.name]
+        metrics = result.metrics or {}
+        value = metrics.get(spec.metric)
+        iterations = metrics.get("iter")
+        rows.append(TrialRow(
+            trial=t.name, condition=t.condition, sweep=sweep, seed=t.seed, status=str(tune_trial.status),
+            metric=float(value) if value is not None else None,
+            iterations=int(iterations) if iterations is not None else None,
+            node_ip=str(metrics.get("node_ip", "")), error=error_summary(result.error), path=str(result.path),
+        ))
+    return rows
+
+
+def summarize(rows: list[TrialRow]) -> list[dict[str, Any]]:
+    """Mean, sample std and count of the metric over seeds, per condition and sweep point (finished trials only)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        values = groups.setdefault((row.condition, row.sweep), [])
+        if row.status == FINISHED and row.metric is not None and math.isfinite(row.metric):
+            values.append(row.metric)
+    return [
+        {"condition": c, "sweep": s, "n": len(v), "mean": statistics.fmean(v) if v else None,
+         "std": statistics.stdev(v) if len(v) > 1 else None}
+        for (c, s), v in groups.items()
+    ]
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(rows: list[TrialRow], metric: str) -> str:
+    """A Markdown table of the trials followed by the per-condition summary."""
+    lines = [f"| trial | condition | sweep | seed | status | {metric} | iterations | node |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.trial} | {r.condition} | {r.sweep or '-'} | {r.seed} | {r.status} | {_num(r.metric)} | "
+                     f"{r.iterations if r.iterations is not None else '-'} | {r.node_ip or '-'} |")
+    lines += ["", f"| condition | sweep | n | mean {metric} | std |", "|---|---|---|---|---|"]
+    for s in summarize(rows):
+        lines.append(f"| {s['condition']} | {s['sweep'] or '-'} | {s['n']} | {_num(s['mean'])} | {_num(s['std'])} |")
+    failed = [r for r in rows if r.status == FAILED]
+    if failed:
+        lines += ["", "Failed trials:"] + [f"- {r.trial}: {r.error}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[TrialRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(TrialRow.__dataclass_fields__))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(asdict(r))
+    return buf.getvalue()
+
+
+def to_json(spec: AblationSpec, spec_hash: str, rows: list[TrialRow]) -> str:
+    return json.dumps({
+        "spec": spec.name, "spec_hash": spec_hash, "metric": spec.metric, "mode": spec.mode,
+        "trials": [asdict(r) for r in rows], "summary": summarize(rows),
+    }, indent=2) + "\n"

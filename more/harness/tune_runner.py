@@ -1,0 +1,234 @@
+"""Ray Tune side of an ablation: the trainable adapter, the Tuner (new or restored) and the experiment folder.
+
+The trainable is a thin adapter: a flat dict (``_source`` + dotted overrides) -> :func:`more.config.load_config`
+-> :func:`more.train.train` with a ``report`` callable that forwards every evaluation to ``tune.report`` together
+with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from
+``tune.get_checkpoint()``, which the trainer resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from more.config import load_config
+from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Trial, trial_config
+
+PARAM_KEY = "trial"  # the Tune param space is {"trial": grid_search([flat dict per trial])}
+SOURCE_KEY, NAME_KEY, CONDITION_KEY, RUN_DIR_KEY = "_source", "_trial", "_condition", "_run_dir"
+DIVERGED_FILE = "diverged.json"
+
+
+# ------------------------------------------------------------------------------------------------- storage
+
+
+@dataclass(frozen=True)
+class ExperimentStore:
+    """``<storage>/<spec name>-<hash>``: a local absolute path or a URI (``s3://...``), read through pyarrow."""
+
+    storage: str
+    name: str
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.storage
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.storage, self.name) if self.is_local else f"{self.storage.rstrip('/')}/{self.name}"
+
+    def _fs(self) -> tuple[Any, str]:
+        import pyarrow.fs
+
+        if self.is_local:
+            return pyarrow.fs.LocalFileSystem(), self.storage
+        return pyarrow.fs.FileSystem.from_uri(self.storage)
+
+    def read_text(self, relative: str, *, name: str | None = None) -> str | None:
+        fs, root = self._fs()
+        try:
+            with fs.open_input_stream(f"{root}/{name or self.name}/{relative}") as fh:
+                return fh.read().decode()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def write_text(self, relative: str, text: str) -> str:
+        """Write atomically where the filesystem allows it (local: temporary name, then rename)."""
+        fs, root = self._fs()
+        target = f"{root}/{self.name}/{relative}"
+        fs.create_dir(f"{root}/{self.name}", recursive=True)
+        tmp = target + ".tmp"
+        with fs.open_output_stream(tmp) as fh:
+            fh.write(text.encode())
+        fs.move(tmp, target)
+        return target
+
+    def siblings(self, prefix: str) -> list[str]:
+        """Experiment folders in the storage named ``<prefix>*`` (other hashes of the same spec name)."""
+        import pyarrow.fs
+
+        fs, root = self._fs()
+        try:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+        except OSError:
+            return []
+        return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                      and i.base_name.startswith(prefix) and i.base_name != self.name)
+
+
+# ---------------------------------------------------------------------------------------------- trainable
+
+
+def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore) -> dict[str, Any]:
+    """The flat dict one trial's adapter receives.
+
+    Besides the trial's overrides it pins what must not depend on the worker's working directory (Tune moves it
+    into the trial folder): the dataset root and weights as absolute paths, and torch's thread count to the
+    trial's CPU reservation (unless the experiment sets it). These are runtime facts, outside the spec hash.
+    """
+    cfg = trial_config(spec, trial)
+    pinned: dict[str, Any] = {"data.root": cfg.data.root}
+    if cfg.data.labels_file:
+        pinned["data.labels_file"] = cfg.data.labels_file
+    weights = Path(cfg.model.pretrained).expanduser()
+    if cfg.model.pretrained and not weights.is_absolute() and weights.is_file():
+        pinned["model.pretrained"] = str(weights.resolve())
+    if cfg.runtime.num_threads == 0:
+        pinned["runtime.num_threads"] = max(1, int(spec.resources.cpus))
+    run_dir = os.path.join(store.path, trial.name, "run") if store.is_local else ""
+    # the name goes last: Tune's progress table shows the tail of this dict in its "trial" column
+    return {SOURCE_KEY: spec.source, CONDITION_KEY: trial.condition, RUN_DIR_KEY: run_dir, **trial.overrides,
+            **pinned, NAME_KEY: trial.name}
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable: flat dict -> config -> ``train(cfg, report=...)``; resumes from Tune's checkpoint.
+
+    The trainer writes its run folder (config.yaml, metrics.jsonl, evals, checkpoints) next to Tune's files in
+    the trial folder when the storage is a local or shared path, else in the trial's working directory (synced).
+    """
+    from more.train import TrainingDiverged, train
+
+    params = dict(config[PARAM_KEY])
+    source, name = params.pop(SOURCE_KEY), params.pop(NAME_KEY)
+    params.pop(CONDITION_KEY, None)
+    run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
+    cfg = load_config(source, params)
+
+    def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(dict(metrics), checkpoint=checkpoint)  # copies the folder to storage before returning
+
+    def log(text: str) -> None:
+        print(f"[{name}] {text}", flush=True)
+
+    checkpoint = tune.get_checkpoint()
+    start = checkpoint.path if checkpoint else "scratch"
+    if cfg.train.deterministic:
+        _refuse_repeated_divergence(run_dir, start)
+    try:
+        if checkpoint is None:
+            train(cfg, report=report, run_dir=run_dir, log=log)
+        else:
+            with checkpoint.as_directory() as resume_dir:
+                log(f"resuming from {checkpoint.path}")
+                train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+    except TrainingDiverged as exc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
+        raise
+
+
+def _refuse_repeated_divergence(run_dir: Path, start: str) -> None:
+    """A deterministic run that diverged from this same starting point will diverge again: fail at once instead of
+    spending a retry on it (retries are for lost nodes and other transient failures)."""
+    from more.train import TrainingDiverged
+
+    marker = run_dir / DIVERGED_FILE
+    if marker.is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("start") == start:
+            raise TrainingDiverged(f"{previous['error']} [not retried: an earlier attempt diverged from the same "
+                                   f"starting point ({start}) and training is deterministic]")
+
+
+# ------------------------------------------------------------------------------------------------- stopping
+
+
+class ThresholdStopper(tune.Stopper):
+    """Stop a trial once ``iter`` reaches N or a metric reaches its threshold (>= for higher-is-better metrics,
+    <= for losses, confusion and time, or for the spec's metric in mode min)."""
+
+    def __init__(self, thresholds: dict[str, float], lower_is_better: set[str]) -> None:
+        self.thresholds = dict(thresholds)
+        self.lower_is_better = set(lower_is_better)
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        for key, threshold in self.thresholds.items():
+            value = result.get(key)
+            if value is None:
+                continue
+            if (value <= threshold) if key in self.lower_is_better else (value >= threshold):
+                return True
+        return False
+
+    def stop_all(self) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------- Tuner
+
+
+def trial_dirname(trial: Any) -> str:
+    return trial.config[PARAM_KEY][NAME_KEY]
+
+
+def _trainable(spec: AblationSpec) -> Any:
+    return tune.with_resources(run_trial, spec.resources.as_ray())
+
+
+def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
+                max_concurrent: int | None = None) -> tune.Tuner:
+    """A new Tuner with one grid point per trial, named by trial, writing to ``store.path``."""
+    scheduler = None
+    if spec.scheduler:
+        max_t = spec.scheduler.get("max_t") or max(trial_config(spec, t).train.max_iters for t in trials)
+        scheduler = tune.schedulers.ASHAScheduler(
+            time_attr=spec.scheduler["time_attr"], max_t=max_t, grace_period=spec.scheduler.get("grace_period", 1),
+            reduction_factor=spec.scheduler.get("reduction_factor", 4),
+        )
+    lower = set(LOWER_IS_BETTER) | ({spec.metric} if spec.mode == "min" else set())
+    stopper = ThresholdStopper(spec.stop, lower) if spec.stop else None
+    param_space = {PARAM_KEY: tune.grid_search([trial_params(spec, t, store) for t in trials])}
+    return tune.Tuner(
+        _trainable(spec),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, scheduler=scheduler,
+            max_concurrent_trials=max_concurrent or spec.max_concurrent,
+            trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+            reuse_actors=True,  # one worker process per slot: torch and the model code are imported once, not per trial
+        ),
+        run_config=tune.RunConfig(
+            name=store.name, storage_path=store.storage, stop=stopper,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            sync_config=tune.SyncConfig(sync_artifacts=not store.is_local),
+            verbose=1,
+        ),
+    )
+
+
+def restore_tuner(spec: AblationSpec, store: ExperimentStore) -> tune.Tuner:
+    """The Tuner of an interrupted experiment: unfinished and errored trials continue from their last checkpoint,
+    finished ones are kept as they are."""
+    return tune.Tuner.restore(store.path, _trainable(spec), resume_unfinished=True, resume_errored=True)
+
+
+def can_restore(store: ExperimentStore) -> bool:
+    return tune.Tuner.can_restore(store.path)

@@ -1,0 +1,134 @@
+"""Ablations on a two-node Ray cluster on loopback: placement on both nodes, a lost worker raylet, a killed driver.
+
+The cluster (``ray start`` head on 127.0.0.2, worker on 127.0.0.3, one CPU each, token auth, private HOME and
+temp dir) is started once for the module; every process is SIGKILLed by PID at teardown (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from loopback_cluster import (
+    HEAD_IP,
+    WORKER_IP,
+    ablate_command,
+    result_lines,
+    tiny_overrides,
+    trial_statuses,
+    write_spec,
+)
+
+from more.harness.spec import expand, load_spec, spec_hash
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ITERS, EVERY = 12, 3
+TRIALS = ["more-s0", "more-s1", "wo_gcr-s0", "wo_gcr-s1"]
+
+
+def cluster_spec(folder: Path, name: str, **extra) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = write_spec(folder / f"{name}.yaml", name, {"more": {}, "wo_gcr": {"gcr.enabled": False}}, seeds=[0, 1],
+                      overrides=tiny_overrides(folder / "synth", iters=ITERS, every=EVERY), max_concurrent=2,
+                      checkpoints={"keep": 1}, **extra)
+    loaded = load_spec(spec)
+    return spec, folder / "store" / f"{name}-{spec_hash(loaded, expand(loaded))}"
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the ablate command exited ({proc.returncode}) before {what}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def final_rows(experiment: Path) -> dict[str, dict]:
+    return {r["trial"]: r for r in json.loads((experiment / "results.json").read_text())["trials"]}
+
+
+def test_cluster_nodes_listen_on_loopback(loopback_cluster):
+    alive = [n for n in loopback_cluster.nodes() if n["Alive"]]
+    assert sorted(n["NodeManagerAddress"] for n in alive) == [HEAD_IP, WORKER_IP]
+    assert all(n["NodeManagerAddress"].startswith("127.") for n in alive)
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(loopback_cluster):
+    spec, experiment = cluster_spec(loopback_cluster.root / "driver", "driver_kill", max_failures=1)
+    storage = str(experiment.parent)
+    log = (loopback_cluster.root / "driver" / "first.log").open("wb")
+    driver = subprocess.Popen(ablate_command(spec, Path(storage), "--address", loopback_cluster.address),
+                              env=loopback_cluster.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        finished = wait_for(lambda: [n for n, s in trial_statuses(experiment).items() if s == "TERMINATED"],
+                            600, "a finished trial", driver)
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)  # the driver dies mid-experiment
+        driver.wait(timeout=30)
+        log.close()
+    statuses = trial_statuses(experiment)
+    assert len(finished) < len(TRIALS), statuses
+    kept = {name: (experiment / name / "result.json").read_text() for name in finished}
+
+    again = subprocess.run(ablate_command(spec, Path(storage), "--address", loopback_cluster.address),
+                           env=loopback_cluster.env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
+
+    resumed = subprocess.run(ablate_command(spec, Path(storage), "--address", loopback_cluster.address, "--resume"),
+                             env=loopback_cluster.env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = final_rows(experiment)
+    assert sorted(rows) == sorted(TRIALS)
+    assert all(r["status"] == "TERMINATED" and r["iterations"] == ITERS for r in rows.values()), rows
+    for name, text in kept.items():  # finished trials were not run again
+        assert (experiment / name / "result.json").read_text() == text
+
+    done = subprocess.run(ablate_command(spec, Path(storage), "--address", loopback_cluster.address),
+                          env=loopback_cluster.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "nothing to do" in done.stdout and "already ran all 4 trials" in done.stdout
+
+
+def test_lost_worker_raylet_is_retried_from_checkpoint_and_every_trial_completes(loopback_cluster):
+    if not loopback_cluster.worker_alive():
+        loopback_cluster.start_worker()
+    spec, experiment = cluster_spec(loopback_cluster.root / "raylet", "raylet_kill", max_failures=2)
+    driver = subprocess.Popen(ablate_command(spec, experiment.parent, "--address", loopback_cluster.address),
+                              env=loopback_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+
+    def victim() -> tuple[str, int] | None:
+        """A trial on the worker node with a checkpoint and iterations still to go."""
+        for name in TRIALS:
+            lines = result_lines(experiment / name)
+            if lines and lines[-1]["node_ip"] == WORKER_IP and lines[-1]["iter"] < ITERS:
+                return name, int(lines[-1]["iter"])
+        return None
+
+    try:
+        name, checkpoint_iter = wait_for(victim, 600, "a trial on the worker node", driver)
+        os.kill(loopback_cluster.worker_raylet_pid(), signal.SIGKILL)
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+    assert driver.returncode == 0, output[-4000:]
+
+    rows = final_rows(experiment)
+    assert all(r["status"] == "TERMINATED" and r["iterations"] == ITERS for r in rows.values()), rows
+    lines = result_lines(experiment / name)
+    on_head = [int(x["iter"]) for x in lines if x["node_ip"] == HEAD_IP]
+    assert on_head, f"{name} was not retried on the head"
+    assert on_head[0] > EVERY and on_head[0] >= checkpoint_iter  # resumed from its checkpoint, not restarted
+    used = {x["node_ip"] for t in TRIALS for x in result_lines(experiment / t)}
+    assert used == {HEAD_IP, WORKER_IP}

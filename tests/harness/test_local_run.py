@@ -1,0 +1,82 @@
+"""A real ablation on the embedded loopback Ray: trials two at a time, a diverging trial, the results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from loopback_cluster import ablate_command, process_env, result_lines, running, tiny_overrides, write_spec
+
+from more.harness.spec import expand, load_spec, spec_hash
+
+
+def test_embedded_ray_is_on_loopback_with_token_auth_and_stops_by_pid(proc_root, monkeypatch):
+    import ray
+
+    from more.harness.local_ray import ray_runtime
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(key, "")  # recorded as unset, so whatever enable_token_auth sets is undone afterwards
+        monkeypatch.delenv(key)
+    with ray_runtime(num_cpus=1, temp_dir=str(proc_root / "r")) as runtime:
+        assert runtime.embedded and runtime.address.startswith("127.0.0.2:")
+        nodes = ray.nodes()
+        assert nodes and all(n["NodeManagerAddress"].startswith("127.") for n in nodes)
+        assert os.environ["RAY_AUTH_MODE"] == "token" and len(os.environ["RAY_AUTH_TOKEN"]) == 64
+        pids = list(runtime.pids)
+        assert len(pids) >= 2  # at least GCS and raylet
+    assert not ray.is_initialized()
+    assert not [p for p in pids if running(p)]
+
+
+@pytest.mark.slow
+def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_root):
+    conditions = {
+        "more": {}, "wo_cre": {"lir.cre_weight": 0.0}, "wo_gcr": {"gcr.enabled": False},
+        "wo_ure": {"lir.ure_weight": 0.0},
+        "diverge": {"optim.lr": 1.0e6, "optim.warmup_iters": 0},  # a real NaN: TrainingDiverged in the trainer
+    }
+    spec = write_spec(proc_root / "local.yaml", "local", conditions, overrides=tiny_overrides(proc_root / "synth"),
+                      max_concurrent=2, max_failures=1, checkpoints={"keep": 1})
+    digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
+    storage = proc_root / "store"
+    out = subprocess.run(ablate_command(spec, storage), env=process_env(proc_root), cwd=proc_root,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    nodes_line = next(line for line in out.stdout.splitlines() if line.startswith("nodes: "))
+    assert re.fullmatch(r"nodes: 127\.0\.0\.2 \(\d+ CPU, \d+ GPU\)", nodes_line)  # one node, on loopback
+
+    experiment = storage / f"local-{digest}"
+    assert (experiment / "spec_hash").read_text().strip() == digest
+    assert (experiment / "spec.yaml").read_text() == spec.read_text()
+    results = json.loads((experiment / "results.json").read_text())
+    rows = {r["trial"]: r for r in results["trials"]}
+    assert list(rows) == ["more-s0", "wo_cre-s0", "wo_gcr-s0", "wo_ure-s0", "diverge-s0"]  # the spec's order
+    for name in ("more-s0", "wo_cre-s0", "wo_gcr-s0", "wo_ure-s0"):
+        assert rows[name]["status"] == "TERMINATED"
+        assert rows[name]["iterations"] == 6 and rows[name]["metric"] is not None
+        assert rows[name]["node_ip"] == "127.0.0.2"
+        assert (experiment / name / "run" / "metrics.jsonl").is_file()  # the trainer's own run folder
+        assert len(list((experiment / name).glob("checkpoint_*"))) == 1  # 2 reported, checkpoints.keep: 1
+    bad = rows["diverge-s0"]
+    assert bad["status"] == "ERROR" and bad["iterations"] is None
+    assert bad["error"].startswith("TrainingDiverged: loss term") and "non-finite" in bad["error"]
+    assert "not retried" in bad["error"]  # the retry stopped at once: same start, deterministic training
+
+    assert "| trial | condition | sweep | seed | status | val/cls_f1 | iterations | node |" in out.stdout
+    assert "| diverge-s0 | diverge | - | 0 | ERROR | - | - | - |" in out.stdout
+    assert "1 of 5 trials failed:" in out.stderr and "diverge-s0: TrainingDiverged" in out.stderr
+    assert (experiment / "results.md").read_text().startswith(f"# local ({digest})")
+    assert (experiment / "results.csv").read_text().splitlines()[0].startswith("trial,condition,sweep,seed,status")
+
+    # two at a time: at some trial's start another one was running, never two others. Tune's timestamps are
+    # whole seconds (truncated): +1 on starts and none on ends keeps back-to-back trials from looking concurrent.
+    spans = []
+    for name in ("more-s0", "wo_cre-s0", "wo_gcr-s0", "wo_ure-s0"):
+        lines = result_lines(experiment / name)
+        spans.append((lines[0]["timestamp"] - lines[0]["time_total_s"] + 1, lines[-1]["timestamp"]))
+    running = [sum(1 for s, e in spans if s <= t < e) for t, _ in spans]
+    assert max(running) == 2, spans
