@@ -104,7 +104,7 @@ def picture_grid(rows: Sequence[PictureRow], *, tile: int = 128) -> np.ndarray:
 
 def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)  # ~3x faster than the default level, ~20% larger
     return buf.getvalue()
 
 

@@ -35,6 +35,7 @@ PARENT_TAG = "mlflow.parentRunId"
 LOGGED_THROUGH = "more.logged_through"  # the last iteration whose metrics.jsonl records were logged
 PARAMS_PER_CALL, TAGS_PER_CALL, METRICS_PER_CALL = 100, 100, 1000
 ERROR_CHARS = 5000
+PICTURE_BUDGET = 0.03  # pictures are skipped while tracking would take more than this share of the trial's time
 STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED", "FINISHED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
 
 
@@ -196,12 +197,17 @@ class TrialTracker:
 
     def __init__(self, client: Any = None, run_id: str | None = None, *, cfg: Any = None,
                  run_dir: str | os.PathLike | None = None, pictures: bool = True, log_checkpoint: bool = False,
-                 strict: bool = False, resumed: bool = False, logged_through: int = 0) -> None:
+                 strict: bool = False, resumed: bool = False, logged_through: int = 0,
+                 budget: float | None = PICTURE_BUDGET) -> None:
         self.client, self.run_id, self.cfg, self.strict, self.resumed = client, run_id, cfg, strict, resumed
         self.run_dir = Path(run_dir) if run_dir else None
         self.log_checkpoint = log_checkpoint
         self.logged_through = logged_through
         self.overhead_s = 0.0
+        self.budget = budget
+        self.pictures_skipped = 0
+        self._opened_at = time.perf_counter()
+        self._picture_s: float | None = None  # the last picture's cost
         self.finished = False
         self.last_checkpoint: str | None = None
         self._staging = Path(tempfile.mkdtemp(prefix="more-tracking-")) if run_id else None
@@ -223,7 +229,8 @@ class TrialTracker:
     @classmethod
     def open(cls, tracking_uri: str | None, parent_run_id: str | None, trial_key: str, tags: dict[str, str],
              cfg: Any = None, *, run_name: str | None = None, run_dir: str | os.PathLike | None = None,
-             pictures: bool = True, log_checkpoint: bool = False, strict: bool = False) -> TrialTracker:
+             pictures: bool = True, log_checkpoint: bool = False, strict: bool = False,
+             budget: float | None = PICTURE_BUDGET) -> TrialTracker:
         """Continue the child run tagged ``more.trial_key = trial_key`` under the parent's experiment, or create it.
 
         Args:
@@ -235,6 +242,9 @@ class TrialTracker:
             run_name: the run's name (default: the trial name, the part of the key after ``:``).
             run_dir: the trainer's run folder: ``metrics.jsonl`` records are mirrored, ``train.log`` lives there.
             pictures: draw ``pictures/iter_N.png`` at each evaluation (needs ``cfg`` and ``eval.num_vis`` > 0).
+            budget: skip an evaluation's picture when drawing it would bring the time spent in tracking above this
+                share of the time since opening (dense evaluations in short trials); the final evaluation
+                (``iter == train.max_iters``) always gets its picture. None: always draw.
             log_checkpoint: upload the last checkpoint folder when the trial finishes.
             strict: raise on tracking errors instead of warning once and going on untracked.
         """
@@ -261,7 +271,7 @@ class TrialTracker:
                 run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
                 attempts, logged, known = 1, 0, {}
             tracker = cls(client, run_id, cfg=cfg, run_dir=run_dir, pictures=pictures, log_checkpoint=log_checkpoint,
-                          strict=strict, resumed=bool(found), logged_through=logged)
+                          strict=strict, resumed=bool(found), logged_through=logged, budget=budget)
             tracker._start(tags={**tags, "more.attempts": str(attempts)}, known_params=known)
         except Exception as exc:  # noqa: BLE001 -- tracking must not stop a trial
             if strict:
@@ -279,11 +289,11 @@ class TrialTracker:
         if changed:
             _warn(f"run {self.run_id}: the config differs from the tracked params for {', '.join(changed)}; "
                   f"the first values are kept")
-        new = [Param(k, v) for k, v in params.items() if k not in known_params]
-        for part in _chunks(new, PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=part)
-        for part in _chunks([RunTag(k, v) for k, v in tags.items()], TAGS_PER_CALL):
-            self.client.log_batch(self.run_id, tags=part)
+        new = _chunks([Param(k, v) for k, v in params.items() if k not in known_params], PARAMS_PER_CALL)
+        tag_parts = _chunks([RunTag(k, v) for k, v in tags.items()], TAGS_PER_CALL)
+        for i in range(max(len(new), len(tag_parts))):  # few calls: each carries up to 100 params and 100 tags
+            self.client.log_batch(self.run_id, params=new[i] if i < len(new) else (),
+                                  tags=tag_parts[i] if i < len(tag_parts) else ())
         if self.cfg is not None:
             from more.config import dump_yaml
 
@@ -392,7 +402,7 @@ class TrialTracker:
                     (folder / "per_class" / f"iter_{step:06d}.csv").write_text(to_csv(table))
                     (folder / "per_class" / f"iter_{step:06d}.md").write_text(
                         to_markdown(table, title=f"per-class scores at iteration {step}"))
-            if self._pictures is not None and checkpoint_dir:
+            if self._pictures is not None and checkpoint_dir and self._picture_due(step):
                 png = self._picture(checkpoint_dir)
                 if png:
                     (folder / "pictures").mkdir(parents=True, exist_ok=True)
@@ -405,10 +415,22 @@ class TrialTracker:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _picture_due(self, step: int) -> bool:
+        final = self.cfg is not None and step >= self.cfg.train.max_iters
+        if final or self.budget is None or self._picture_s is None:
+            return True
+        if self.overhead_s + self._picture_s <= self.budget * (time.perf_counter() - self._opened_at):
+            return True
+        self.pictures_skipped += 1
+        return False
+
     def _picture(self, checkpoint_dir: str) -> bytes | None:
         """The grid PNG; a failure here (e.g. out of memory) turns only the pictures off."""
+        t0 = time.perf_counter()
         try:
-            return self._pictures.png(checkpoint_dir)
+            png = self._pictures.png(checkpoint_dir)
+            self._picture_s = time.perf_counter() - t0
+            return png
         except Exception as exc:  # noqa: BLE001
             if self.strict:
                 raise
@@ -438,6 +460,8 @@ class TrialTracker:
     def _finish(self, status: str, error: str) -> None:
         if error:
             self.client.set_tag(self.run_id, "more.error", error)
+        if self.pictures_skipped:
+            self.client.set_tag(self.run_id, "more.pictures_skipped", str(self.pictures_skipped))
         if self._log_file.is_file():
             self.client.log_artifact(self.run_id, str(self._log_file))
         if self.log_checkpoint and status == "FINISHED" and self.last_checkpoint:
@@ -450,8 +474,8 @@ class TrialTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
-            self.finish("FINISHED")
+        if exc is None or isinstance(exc, SystemExit) and exc.code in (0, None):
+            self.finish("FINISHED")  # Tune ends a trial stopped early (scheduler, stopper) with SystemExit(0)
         else:
             self.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", error=exc)
         return False

@@ -182,3 +182,39 @@ def test_unreachable_store_gives_disabled_trackers_that_still_forward(tmp_path):
     with trial:
         trial.report_callback(lambda m, d: seen.append(m))({"iter": 1.0}, None)
     assert seen == [{"iter": 1.0}] and not trial.enabled
+
+
+def test_pictures_stay_within_the_time_budget_but_the_final_one_is_always_drawn(make_store):
+    import time
+
+    import numpy as np
+
+    from more.config import load_config
+    from more.tracking.pictures import encode_png
+
+    class SlowPictures:
+        def png(self, checkpoint_dir):
+            time.sleep(0.3)
+            return encode_png(np.zeros((4, 4, 3), np.uint8))
+
+    uri = make_store()
+    cfg = load_config("synthetic", ["train.max_iters=3", "eval.num_vis=1"])
+    launch = LaunchTracker.start(uri, "budget_spec", DIGEST, "", "abc", strict=True)
+    with TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "b-s0"), {}, cfg, strict=True) as trial:
+        trial._pictures = SlowPictures()
+        report = trial.report_callback()
+        for step in (1, 2, 3):  # evaluations far denser than 0.3 s / 3 %: only the first and the final are drawn
+            report({"iter": float(step)}, "unused")
+    drawn = {a.path for a in launch.client.list_artifacts(trial.run_id, "pictures")}
+    assert drawn == {"pictures/iter_000001.png", "pictures/iter_000003.png"}
+    assert launch.client.get_run(trial.run_id).data.tags["more.pictures_skipped"] == "1"
+
+
+def test_a_trial_stopped_early_by_tune_ends_finished(make_store):
+    uri = make_store()
+    launch = LaunchTracker.start(uri, "stop_spec", DIGEST, "", "abc", strict=True)
+    with pytest.raises(SystemExit):
+        with TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "s-s0"), {}, strict=True) as trial:
+            raise SystemExit(0)  # what tune.report raises in a trial that a scheduler or stopper ended
+    run = launch.client.get_run(trial.run_id)
+    assert run.info.status == "FINISHED" and "more.error" not in run.data.tags
