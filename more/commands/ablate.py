@@ -12,8 +12,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from more.harness.spec import AblationSpec, SpecError, Trial, expand, load_spec, spec_hash
+
+if TYPE_CHECKING:
+    from more.harness.results import TrialRow
+    from more.harness.tune_runner import ExperimentStore
 
 DEFAULT_STORAGE = "work/ray_results"
 
@@ -24,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the trials and the GPU-hour estimate; launch nothing")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted experiment of this spec (unfinished and failed trials)")
-    parser.add_argument("--address", help="HOST:PORT of a running Ray cluster (default: start a private local Ray)")
+    parser.add_argument("--address", help="HOST:PORT of a running Ray cluster, or 'auto' on one of its nodes "
+                                          "(default: start a private Ray on 127.0.0.2)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE,
                         help=f"experiment storage: a path (made absolute) or a URI such as s3://bucket/ray "
                              f"(default: {DEFAULT_STORAGE})")
@@ -120,7 +126,7 @@ def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.
     return _run(spec, trials, digest, store, args)
 
 
-def _write_spec_files(spec: AblationSpec, trials: list[Trial], digest: str, store) -> None:
+def _write_spec_files(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore) -> None:
     from dataclasses import asdict
 
     store.write_text("spec.yaml", spec.path.read_text() if spec.path else "")
@@ -128,7 +134,7 @@ def _write_spec_files(spec: AblationSpec, trials: list[Trial], digest: str, stor
     store.write_text("spec_hash", digest + "\n")
 
 
-def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store) -> int:
+def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore) -> int:
     from more.harness.results import FAILED, FINISHED, load_rows
 
     rows = load_rows(spec, trials, store.path)
@@ -142,7 +148,7 @@ def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store
     return _publish(spec, digest, store, rows)
 
 
-def _run(spec: AblationSpec, trials: list[Trial], digest: str, store, args: argparse.Namespace) -> int:
+def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore, args: argparse.Namespace) -> int:
     from more.harness.local_ray import ray_runtime
     from more.harness.results import load_rows
     from more.harness.tune_runner import build_tuner, restore_tuner
@@ -189,7 +195,7 @@ def _resource_problem(spec: AblationSpec, embedded: bool) -> str:
     return ""
 
 
-def _publish(spec: AblationSpec, digest: str, store, rows: list) -> int:
+def _publish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[TrialRow]) -> int:
     """Print the results table, write results.md/.csv/.json next to the experiment, summarize failures."""
     from more.harness.results import FAILED, format_table, to_csv, to_json
 
@@ -207,5 +213,6 @@ def _publish(spec: AblationSpec, digest: str, store, rows: list) -> int:
                                                                 else "") + ":", file=sys.stderr)
         for r in failed + incomplete:
             print(f"  {r.trial}: {r.error or r.status}", file=sys.stderr)
+        print("--resume runs them again from their last checkpoints", file=sys.stderr)
         return 1
     return 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,29 +99,101 @@ def ray_runtime(
     own_temp = temp_dir is None
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="more-ray-", dir="/tmp")  # socket paths must stay < 107 chars
     temp_dir = os.path.abspath(temp_dir)
-    context = ray.init(
-        _node_ip_address=node_ip, include_dashboard=dashboard, _temp_dir=temp_dir, num_cpus=num_cpus,
-        num_gpus=num_gpus, dashboard_host="127.0.0.1",
-    )
-    runtime = RayRuntime(
-        address=context.address_info["gcs_address"], embedded=True, temp_dir=temp_dir, pids=_node_pids(),
-        dashboard_url=context.dashboard_url or None,
-    )
+    reaper = _start_reaper(temp_dir, remove=own_temp)
+    runtime = RayRuntime(address="", embedded=True, temp_dir=temp_dir)
     try:
+        context = ray.init(
+            _node_ip_address=node_ip, include_dashboard=dashboard, _temp_dir=temp_dir, num_cpus=num_cpus,
+            num_gpus=num_gpus, dashboard_host="127.0.0.1",
+        )
+        runtime.address = context.address_info["gcs_address"]
+        runtime.pids = _node_pids()
+        runtime.dashboard_url = context.dashboard_url or None
+        try:
+            reaper.stdin.write("".join(f"{pid}\n" for pid in runtime.pids).encode())
+            reaper.stdin.flush()
+        except BrokenPipeError:  # a reaper that died leaves only the after-crash cleanup undone
+            pass
         yield runtime
     finally:
         stop_embedded(runtime)
-        if own_temp:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            reaper.stdin.close()  # the reaper sweeps what is left and removes the temp dir
+            reaper.wait(timeout=30)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            reaper.kill()
 
 
-def _node_pids() -> list[int]:
+# Run by a separate process that outlives the driver. The driver sends it the PIDs of the node's processes through
+# its stdin; while the pipe is open it notes every descendant of those (PID and start time) every two seconds. End
+# of file means the driver has exited, however it exited (SIGKILL and OOM included): Ray's GCS and raylet share the
+# driver's fate, but the raylet's agents (dashboard, runtime env) would be left behind, reparented to init. Each
+# noted process still running with the same start time gets SIGKILL, then the temp dir goes. Needs /proc (Linux);
+# elsewhere only the folder goes.
+_REAPER = r"""
+import os, select, shutil, signal, sys, time
+temp_dir, remove = sys.argv[1], sys.argv[2] == "1"
+proc = os.path.isdir("/proc")
+roots, noted = set(), {}
+
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[19], int(fields[1])  # start time, parent
+    except (OSError, IndexError, ValueError):
+        return None
+
+def note():
+    table = {int(n): st for n in os.listdir("/proc") if n.isdigit() and (st := stat(int(n)))}
+    frontier = [p for p in roots if p in table]
+    while frontier:
+        for p in frontier:
+            noted.setdefault(p, table[p][0])
+        frontier = [p for p, (_, parent) in table.items() if parent in frontier and p not in noted]
+
+pending = b""
+while True:
+    if select.select([0], [], [], 2.0)[0]:
+        chunk = os.read(0, 4096)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        roots.update(int(x) for x in lines if x.strip())
+    if proc:
+        note()
+for _ in range(3 if proc else 0):
+    note()
+    alive = [p for p, started in noted.items() if (st := stat(p)) and st[0] == started]
+    for p in alive:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    if not alive:
+        break
+    time.sleep(0.5)
+if remove:
+    shutil.rmtree(temp_dir, ignore_errors=True)
+"""
+
+
+def _start_reaper(temp_dir: str, *, remove: bool) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, temp_dir, "1" if remove else "0"], stdin=subprocess.PIPE,
+        start_new_session=True,  # its own session: a Ctrl-C in the terminal does not reach it
+    )
+
+
+def _node_pids(kind: str | None = None) -> list[int]:
+    """PIDs of the processes the embedded node started (all, or of one kind such as ``raylet``)."""
     from ray._private import worker
 
     node = worker._global_node
     if node is None:
         return []
-    return [info.process.pid for infos in node.all_processes.values() for info in infos if info.process is not None]
+    return [info.process.pid for k, infos in node.all_processes.items() if kind in (None, k)
+            for info in infos if info.process is not None]
 
 
 def stop_embedded(runtime: RayRuntime, *, grace_s: float = 5.0) -> None:
@@ -130,7 +202,7 @@ def stop_embedded(runtime: RayRuntime, *, grace_s: float = 5.0) -> None:
     import ray
 
     procs = []
-    for pid in runtime.pids:
+    for pid in runtime.pids:  # empty when ray.init failed: nothing of ours to find, the reaper sweeps
         try:
             proc = psutil.Process(pid)
             procs.extend([proc, *proc.children(recursive=True)])

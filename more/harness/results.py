@@ -11,7 +11,7 @@ import io
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from more.harness.spec import AblationSpec, Trial
@@ -26,14 +26,20 @@ class TrialRow:
 
     trial: str
     condition: str
-    sweep: str  # "key=value ..." or "" for the base point
+    sweep: dict[str, Any]  # the sweep point ({} for the base point)
     seed: int
     status: str  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED | NOT STARTED
     metric: float | None
     iterations: int | None
     node_ip: str
     error: str
-    path: str
+    path: str  # Tune's trial folder
+    run_dir: str  # the trainer's run folder (config.yaml, metrics.jsonl, eval/, checkpoints/)
+    metrics: dict[str, float] = field(default_factory=dict)  # the last report (JSON only)
+
+    @property
+    def sweep_text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.sweep.items())
 
 
 def error_summary(error: BaseException | None) -> str:
@@ -49,7 +55,7 @@ def load_rows(spec: AblationSpec, trials: list[Trial], experiment_path: str) -> 
     """Rows in the spec's trial order; trials Tune has not created yet are listed as NOT STARTED."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from more.harness.tune_runner import NAME_KEY, PARAM_KEY
+    from more.harness.tune_runner import NAME_KEY, PARAM_KEY, RUN_DIR_KEY
 
     analysis = ExperimentAnalysis(experiment_path, default_metric=spec.metric, default_mode=spec.mode)
     found: dict[str, tuple[Any, Any]] = {}
@@ -57,19 +63,22 @@ def load_rows(spec: AblationSpec, trials: list[Trial], experiment_path: str) -> 
         found[tune_trial.config[PARAM_KEY][NAME_KEY]] = (tune_trial, result)
     rows = []
     for t in trials:
-        sweep = " ".join(f"{k}={v}" for k, v in t.sweep.items())
         if t.name not in found:
-            rows.append(TrialRow(t.name, t.condition, sweep, t.seed, "NOT STARTED", None, None, "", "", ""))
+            rows.append(TrialRow(t.name, t.condition, dict(t.sweep), t.seed, "NOT STARTED", None, None, "", "", "",
+                                 ""))
             continue
         tune_trial, result = found[t.name]
         metrics = result.metrics or {}
         value = metrics.get(spec.metric)
         iterations = metrics.get("iter")
+        run_dir = tune_trial.config[PARAM_KEY].get(RUN_DIR_KEY) or ""
         rows.append(TrialRow(
-            trial=t.name, condition=t.condition, sweep=sweep, seed=t.seed, status=str(tune_trial.status),
+            trial=t.name, condition=t.condition, sweep=dict(t.sweep), seed=t.seed, status=str(tune_trial.status),
             metric=float(value) if value is not None else None,
             iterations=int(iterations) if iterations is not None else None,
             node_ip=str(metrics.get("node_ip", "")), error=error_summary(result.error), path=str(result.path),
+            run_dir=run_dir, metrics={k: float(v) for k, v in metrics.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)},
         ))
     return rows
 
@@ -78,7 +87,7 @@ def summarize(rows: list[TrialRow]) -> list[dict[str, Any]]:
     """Mean, sample std and count of the metric over seeds, per condition and sweep point (finished trials only)."""
     groups: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        values = groups.setdefault((row.condition, row.sweep), [])
+        values = groups.setdefault((row.condition, row.sweep_text), [])
         if row.status == FINISHED and row.metric is not None and math.isfinite(row.metric):
             values.append(row.metric)
     return [
@@ -97,8 +106,9 @@ def format_table(rows: list[TrialRow], metric: str) -> str:
     lines = [f"| trial | condition | sweep | seed | status | {metric} | iterations | node |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.trial} | {r.condition} | {r.sweep or '-'} | {r.seed} | {r.status} | {_num(r.metric)} | "
-                     f"{r.iterations if r.iterations is not None else '-'} | {r.node_ip or '-'} |")
+        iterations = r.iterations if r.iterations is not None else "-"
+        lines.append(f"| {r.trial} | {r.condition} | {r.sweep_text or '-'} | {r.seed} | {r.status} | "
+                     f"{_num(r.metric)} | {iterations} | {r.node_ip or '-'} |")
     lines += ["", f"| condition | sweep | n | mean {metric} | std |", "|---|---|---|---|---|"]
     for s in summarize(rows):
         lines.append(f"| {s['condition']} | {s['sweep'] or '-'} | {s['n']} | {_num(s['mean'])} | {_num(s['std'])} |")
@@ -108,17 +118,32 @@ def format_table(rows: list[TrialRow], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+CSV_FIELDS = ("trial", "condition", "sweep", "seed", "status", "metric", "iterations", "node_ip", "error", "path",
+              "run_dir")
+
+
 def to_csv(rows: list[TrialRow]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(TrialRow.__dataclass_fields__))
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS))
     writer.writeheader()
     for r in rows:
-        writer.writerow(asdict(r))
+        writer.writerow({**{k: getattr(r, k) for k in CSV_FIELDS}, "sweep": r.sweep_text})
     return buf.getvalue()
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities become null, so the file is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
+
+
 def to_json(spec: AblationSpec, spec_hash: str, rows: list[TrialRow]) -> str:
-    return json.dumps({
+    return json.dumps(_strict({
         "spec": spec.name, "spec_hash": spec_hash, "metric": spec.metric, "mode": spec.mode,
         "trials": [asdict(r) for r in rows], "summary": summarize(rows),
-    }, indent=2) + "\n"
+    }), indent=2, allow_nan=False) + "\n"

@@ -193,8 +193,13 @@ def _trainable(spec: AblationSpec) -> Any:
 
 
 def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
-                max_concurrent: int | None = None) -> tune.Tuner:
-    """A new Tuner with one grid point per trial, named by trial, writing to ``store.path``."""
+                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> tune.Tuner:
+    """A new Tuner with one grid point per trial, named by trial, writing to ``store.path``.
+
+    Args:
+        max_concurrent: overrides the spec's ``max_concurrent``.
+        callbacks: Tune callbacks run in the driver (e.g. experiment tracking).
+    """
     scheduler = None
     if spec.scheduler:
         max_t = spec.scheduler.get("max_t") or max(trial_config(spec, t).train.max_iters for t in trials)
@@ -215,7 +220,7 @@ def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
             reuse_actors=True,  # one worker process per slot: torch and the model code are imported once, not per trial
         ),
         run_config=tune.RunConfig(
-            name=store.name, storage_path=store.storage, stop=stopper,
+            name=store.name, storage_path=store.storage, stop=stopper, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             sync_config=tune.SyncConfig(sync_artifacts=not store.is_local),

@@ -78,6 +78,14 @@ def marked_pids(marker: str) -> list[int]:
     return found
 
 
+def start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): with the PID, it names one process (PIDs get reused)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def running(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -95,12 +103,15 @@ def sigkill(pids: list[int]) -> None:
 
 
 def kill_marked(root: Path) -> list[int]:
-    """SIGKILL every process carrying ``root`` (repeated: a dying raylet may still spawn a worker)."""
+    """SIGKILL every process carrying ``root`` and their descendants (Ray's agents overwrite their environment
+    with their process title, so they are found as children of the raylet). Repeated: a dying raylet may still
+    spawn a worker."""
     killed: list[int] = []
     for _ in range(5):
-        pids = marked_pids(str(root))
-        if not pids:
+        marked = marked_pids(str(root))
+        if not marked:
             break
+        pids = sorted({*marked, *(d for pid in marked for d in descendants(pid))} - {os.getpid()})
         sigkill(pids)
         killed.extend(pids)
         time.sleep(0.3)

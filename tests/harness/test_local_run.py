@@ -5,10 +5,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
-from loopback_cluster import ablate_command, process_env, result_lines, running, tiny_overrides, write_spec
+from loopback_cluster import (
+    ablate_command,
+    descendants,
+    marked_pids,
+    process_env,
+    result_lines,
+    running,
+    start_time,
+    tiny_overrides,
+    write_spec,
+)
 
 from more.harness.spec import expand, load_spec, spec_hash
 
@@ -80,3 +93,37 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
         spans.append((lines[0]["timestamp"] - lines[0]["time_total_s"] + 1, lines[-1]["timestamp"]))
     running = [sum(1 for s, e in spans if s <= t < e) for t, _ in spans]
     assert max(running) == 2, spans
+
+
+@pytest.mark.slow
+def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
+    spec = write_spec(proc_root / "crash.yaml", "crash", {"more": {}, "wo_gcr": {"gcr.enabled": False}},
+                      overrides=tiny_overrides(proc_root / "synth", iters=12, every=3), max_concurrent=2)
+    digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
+    experiment = proc_root / "store" / f"crash-{digest}"
+    env = process_env(proc_root)
+    with (proc_root / "first.log").open("wb") as log:
+        driver = subprocess.Popen(ablate_command(spec, proc_root / "store"), env=env, cwd=proc_root, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 600
+            while not list(experiment.glob("*/checkpoint_*")):
+                assert driver.poll() is None and time.monotonic() < deadline, (proc_root / "first.log").read_text()
+                time.sleep(0.2)
+            # the raylet keeps its environment; its children (agents, trial workers) are what a crash could orphan
+            (raylet,) = [p for p in marked_pids(str(proc_root)) if Path(f"/proc/{p}/comm").read_text() == "raylet\n"]
+            node = {p: start_time(p) for p in [raylet, *descendants(raylet)]}
+        finally:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while [p for p, started in node.items() if start_time(p) == started] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p, started in node.items() if start_time(p) == started]
+
+    resumed = subprocess.run(ablate_command(spec, proc_root / "store", "--resume"), env=env, cwd=proc_root,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = json.loads((experiment / "results.json").read_text())["trials"]
+    assert [(r["trial"], r["status"], r["iterations"]) for r in rows] == [
+        ("more-s0", "TERMINATED", 12), ("wo_gcr-s0", "TERMINATED", 12)]
