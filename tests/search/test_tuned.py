@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ def write_spec(path: Path, data_root: Path, *, trials: int) -> Path:
 
 
 def run_search(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RAY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp / "home"), TMPDIR=str(tmp))
     (tmp / "home").mkdir(exist_ok=True)
     return subprocess.run([sys.executable, "-m", "more", "search", *argv], cwd=tmp, env=env, capture_output=True,
@@ -49,6 +51,13 @@ def run_search(tmp: Path, *argv: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_training_search_runs_two_at_a_time_prunes_and_resumes(tiny_root):
     tmp = Path(tempfile.mkdtemp(prefix="ms-", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        check_search(tmp, tiny_root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_search(tmp: Path, tiny_root: Path) -> None:
     spec, out = write_spec(tmp / "spec.yaml", tiny_root, trials=4), tmp / "out"
     common = [str(spec), "--out", str(out), "--tracking-uri", str(tmp / "mlflow")]
     done = run_search(tmp, *common)
