@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ray import tune
 
@@ -192,9 +192,23 @@ def _trainable(spec: AblationSpec) -> Any:
     return tune.with_resources(run_trial, spec.resources.as_ray())
 
 
-def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
-                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> tune.Tuner:
-    """A new Tuner with one grid point per trial, named by trial, writing to ``store.path``.
+class TunerSetup(NamedTuple):
+    """What a new Tuner is built from (kept apart so it can be checked without Ray)."""
+
+    param_space: dict[str, Any]
+    tune_config: tune.TuneConfig
+    run_config: tune.RunConfig
+
+
+def asha_max_t(spec: AblationSpec, trials: list[Trial]) -> int:
+    """ASHA's horizon in iterations: the spec's ``max_t``, else the longest trial's ``train.max_iters``."""
+    assert spec.scheduler is not None
+    return spec.scheduler.get("max_t") or max(trial_config(spec, t).train.max_iters for t in trials)
+
+
+def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
+                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> TunerSetup:
+    """One grid point per trial, named by trial, writing to ``store.path``.
 
     Args:
         max_concurrent: overrides the spec's ``max_concurrent``.
@@ -202,17 +216,15 @@ def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
     """
     scheduler = None
     if spec.scheduler:
-        max_t = spec.scheduler.get("max_t") or max(trial_config(spec, t).train.max_iters for t in trials)
         scheduler = tune.schedulers.ASHAScheduler(
-            time_attr=spec.scheduler["time_attr"], max_t=max_t, grace_period=spec.scheduler.get("grace_period", 1),
+            time_attr=spec.scheduler["time_attr"], max_t=asha_max_t(spec, trials),
+            grace_period=spec.scheduler.get("grace_period", 1),
             reduction_factor=spec.scheduler.get("reduction_factor", 4),
         )
     lower = set(LOWER_IS_BETTER) | ({spec.metric} if spec.mode == "min" else set())
     stopper = ThresholdStopper(spec.stop, lower) if spec.stop else None
-    param_space = {PARAM_KEY: tune.grid_search([trial_params(spec, t, store) for t in trials])}
-    return tune.Tuner(
-        _trainable(spec),
-        param_space=param_space,
+    return TunerSetup(
+        param_space={PARAM_KEY: tune.grid_search([trial_params(spec, t, store) for t in trials])},
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, scheduler=scheduler,
             max_concurrent_trials=max_concurrent or spec.max_concurrent,
@@ -227,6 +239,14 @@ def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
             verbose=1,
         ),
     )
+
+
+def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
+                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> tune.Tuner:
+    """A new Tuner for the trials (see :func:`tuner_setup`)."""
+    setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks)
+    return tune.Tuner(_trainable(spec), param_space=setup.param_space, tune_config=setup.tune_config,
+                      run_config=setup.run_config)
 
 
 def restore_tuner(spec: AblationSpec, store: ExperimentStore) -> tune.Tuner:

@@ -52,7 +52,8 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
         "wo_ure": {"lir.ure_weight": 0.0},
         "diverge": {"optim.lr": 1.0e6, "optim.warmup_iters": 0},  # a real NaN: TrainingDiverged in the trainer
     }
-    spec = write_spec(proc_root / "local.yaml", "local", conditions, overrides=tiny_overrides(proc_root / "synth"),
+    spec = write_spec(proc_root / "local.yaml", "local", conditions,
+                      overrides=tiny_overrides(proc_root / "synth", iters=9, every=3), stop={"iter": 6},
                       max_concurrent=2, max_failures=1, checkpoints={"keep": 1})
     digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
     storage = proc_root / "store"
@@ -70,7 +71,7 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
     assert list(rows) == ["more-s0", "wo_cre-s0", "wo_gcr-s0", "wo_ure-s0", "diverge-s0"]  # the spec's order
     for name in ("more-s0", "wo_cre-s0", "wo_gcr-s0", "wo_ure-s0"):
         assert rows[name]["status"] == "TERMINATED"
-        assert rows[name]["iterations"] == 6 and rows[name]["metric"] is not None
+        assert rows[name]["iterations"] == 6 and rows[name]["metric"] is not None  # stopped by the spec's stop rule
         assert rows[name]["node_ip"] == "127.0.0.2"
         assert (experiment / name / "run" / "metrics.jsonl").is_file()  # the trainer's own run folder
         assert len(list((experiment / name).glob("checkpoint_*"))) == 1  # 2 reported, checkpoints.keep: 1
