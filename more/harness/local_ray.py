@@ -3,7 +3,8 @@
 The embedded Ray listens on ``127.0.0.2``, not on the machine's external address: Ray rewrites ``127.0.0.1`` and
 ``localhost`` into the external address, while other loopback addresses are kept as given. Token authentication
 is on, with a token generated for this process and handed to Ray's own processes through the environment (nothing
-is written to ``~/.ray``). Every process Ray started is stopped by its PID when the context exits.
+is written to ``~/.ray``). Every process Ray started is stopped by its PID when the context exits, and, should
+the driver die without leaving it (SIGKILL, OOM killer), by a small reaper process that outlives the driver.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
 @pytest.mark.slow
 def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
     spec = write_spec(proc_root / "crash.yaml", "crash", {"more": {}, "wo_gcr": {"gcr.enabled": False}},
-                      overrides=tiny_overrides(proc_root / "synth", iters=12, every=3), max_concurrent=2)
+                      overrides=tiny_overrides(proc_root / "synth"), max_concurrent=2)
     digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
     experiment = proc_root / "store" / f"crash-{digest}"
     env = process_env(proc_root)
@@ -127,4 +127,4 @@ def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     rows = json.loads((experiment / "results.json").read_text())["trials"]
     assert [(r["trial"], r["status"], r["iterations"]) for r in rows] == [
-        ("more-s0", "TERMINATED", 12), ("wo_gcr-s0", "TERMINATED", 12)]
+        ("more-s0", "TERMINATED", 6), ("wo_gcr-s0", "TERMINATED", 6)]
