@@ -212,7 +212,9 @@ def test_cluster_yaml_passes_ray_schema_validation():
     config = yaml.safe_load((REPO / "cluster.yaml").read_text())
     validate_config(prepare_config(config))
     head = " ".join(config["head_start_ray_commands"])
-    assert "mlflow server --host 127.0.0.1" in head and "RAY_AUTH_MODE=token" in head
+    assert "RAY_AUTH_MODE=token ray start --head" in head and "--dashboard-host=127.0.0.1" in head
+    assert "mlflow server --host $HEAD_IP" in head and "0.0.0.0" not in head  # the private address only
+    assert any("MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in c for c in config["worker_setup_commands"])
     assert any("pip install -q -c constraints.txt -e ." in c for c in config["setup_commands"])
     assert config["available_node_types"]["gpu_worker"]["max_workers"] > 0
     broken = dict(config, max_worker=3)
