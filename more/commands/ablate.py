@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {DEFAULT_STORAGE})")
     parser.add_argument("--max-concurrent", type=int, help="run at most N trials at once (overrides the spec)")
     parser.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (local Ray, on 127.0.0.1)")
+    parser.add_argument("--tracking-uri", help="MLflow store: a sqlite path or URL, or http://server (default: "
+                                               "$MLFLOW_TRACKING_URI, else work/mlflow/mlflow.db)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not track the trials in MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,10 +169,36 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
         if problem:
             print(problem, file=sys.stderr)
             return 2
+        launch = _launch_tracker(spec, digest, args)
+        tracking = None
+        if launch is not None and launch.enabled:
+            print(f"tracking in MLflow: {launch.tracking_uri} (experiment {spec.name}, parent run {launch.run_id})")
+            tracking = {"uri": launch.tracking_uri, "parent": launch.run_id, "spec_name": spec.name,
+                        "spec_hash": digest, "log_checkpoint": bool((spec.tracking or {}).get("log_checkpoint"))}
         tuner = restore_tuner(spec, store) if args.resume else build_tuner(
-            spec, trials, store, max_concurrent=args.max_concurrent)
+            spec, trials, store, max_concurrent=args.max_concurrent, tracking=tracking)
         tuner.fit()
-    return _publish(spec, digest, store, load_rows(spec, trials, store.path))
+    rows = load_rows(spec, trials, store.path)
+    code = _publish(spec, digest, store, rows)
+    if launch is not None and launch.enabled:
+        from more.harness.results import format_table, to_csv, to_json
+
+        launch.log_results(markdown=format_table(rows, spec.metric), csv=to_csv(rows),
+                           json_text=to_json(spec, digest, rows))
+        launch.finish("FINISHED" if code == 0 else "FAILED")
+    return code
+
+
+def _launch_tracker(spec: AblationSpec, digest: str, args: argparse.Namespace):  # noqa: ANN202 -- LaunchTracker
+    """The MLflow parent run of this spec hash (reused on --resume), or None with --no-tracking."""
+    if args.no_tracking:
+        return None
+    from more.tracking import LaunchTracker
+    from more.train.trainer import git_sha
+
+    text = spec.path.read_text() if spec.path else ""
+    return LaunchTracker.start(args.tracking_uri, spec.name, digest, text, git_sha(),
+                               experiment_name=(spec.tracking or {}).get("experiment"))
 
 
 def _node_text(node: dict) -> str:

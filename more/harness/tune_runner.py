@@ -21,6 +21,7 @@ from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Trial, trial_config
 
 PARAM_KEY = "trial"  # the Tune param space is {"trial": grid_search([flat dict per trial])}
 SOURCE_KEY, NAME_KEY, CONDITION_KEY, RUN_DIR_KEY = "_source", "_trial", "_condition", "_run_dir"
+TRACKING_KEY = "_tracking"  # {uri, parent, spec_name, spec_hash, seed, sweep, overrides}: the trial's MLflow identity
 DIVERGED_FILE = "diverged.json"
 
 
@@ -84,7 +85,8 @@ class ExperimentStore:
 # ---------------------------------------------------------------------------------------------- trainable
 
 
-def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore) -> dict[str, Any]:
+def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
+                 tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """The flat dict one trial's adapter receives.
 
     Besides the trial's overrides it pins what must not depend on the worker's working directory (Tune moves it
@@ -102,8 +104,10 @@ def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore) -> di
         pinned["runtime.num_threads"] = max(1, int(spec.resources.cpus))
     run_dir = os.path.join(store.path, trial.name, "run") if store.is_local else ""
     # the name goes last: Tune's progress table shows the tail of this dict in its "trial" column
-    return {SOURCE_KEY: spec.source, CONDITION_KEY: trial.condition, RUN_DIR_KEY: run_dir, **trial.overrides,
-            **pinned, NAME_KEY: trial.name}
+    track = {**tracking, "seed": trial.seed, "sweep": dict(trial.sweep), "overrides": dict(trial.overrides)} \
+        if tracking else {}
+    return {SOURCE_KEY: spec.source, CONDITION_KEY: trial.condition, RUN_DIR_KEY: run_dir, TRACKING_KEY: track,
+            **trial.overrides, **pinned, NAME_KEY: trial.name}
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -116,32 +120,58 @@ def run_trial(config: dict[str, Any]) -> None:
 
     params = dict(config[PARAM_KEY])
     source, name = params.pop(SOURCE_KEY), params.pop(NAME_KEY)
-    params.pop(CONDITION_KEY, None)
+    condition = params.pop(CONDITION_KEY, "")
+    tracking = params.pop(TRACKING_KEY, None) or {}
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
+    tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir)
 
-    def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    def tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(dict(metrics), checkpoint=checkpoint)  # copies the folder to storage before returning
 
-    def log(text: str) -> None:
+    def print_line(text: str) -> None:
         print(f"[{name}] {text}", flush=True)
+
+    report, log = tracker.report_callback(tune_report), tracker.log_callback(print_line)
 
     checkpoint = tune.get_checkpoint()
     start = checkpoint.path if checkpoint else "scratch"
     if cfg.train.deterministic:
         _refuse_repeated_divergence(run_dir, start)
-    try:
-        if checkpoint is None:
-            train(cfg, report=report, run_dir=run_dir, log=log)
-        else:
-            with checkpoint.as_directory() as resume_dir:
-                log(f"resuming from {checkpoint.path}")
-                train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
-    except TrainingDiverged as exc:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
-        raise
+    with tracker:  # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run
+        try:
+            if checkpoint is None:
+                train(cfg, report=report, run_dir=run_dir, log=log)
+            else:
+                with checkpoint.as_directory() as resume_dir:
+                    log(f"resuming from {checkpoint.path}")
+                    train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+        except TrainingDiverged as exc:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
+            raise
+
+
+def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, condition: str, run_dir: Path) -> Any:
+    """The trial's MLflow child run (a disabled tracker when the launch is not tracked)."""
+    from more.tracking import TrialTracker, trial_key, trial_tags
+
+    if not tracking.get("parent"):
+        return TrialTracker()
+    import torch
+
+    from more.train.trainer import git_sha
+
+    device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    tags = trial_tags(
+        spec_name=tracking["spec_name"], spec_hash=tracking["spec_hash"], trial_name=name, condition=condition,
+        seed=int(tracking.get("seed", cfg.train.seed)), sweep=tracking.get("sweep"),
+        overrides=tracking.get("overrides", {}), git_commit=git_sha(), fidelity=cfg.fidelity, device=device,
+        ray_trial_id=tune.get_context().get_trial_id() or "",
+    )
+    return TrialTracker.open(tracking["uri"], tracking["parent"], trial_key(tracking["spec_hash"], name), tags, cfg,
+                             run_name=name, run_dir=run_dir, log_checkpoint=bool(tracking.get("log_checkpoint")))
 
 
 def _refuse_repeated_divergence(run_dir: Path, start: str) -> None:
@@ -207,12 +237,14 @@ def asha_max_t(spec: AblationSpec, trials: list[Trial]) -> int:
 
 
 def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
-                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> TunerSetup:
+                max_concurrent: int | None = None, callbacks: list[Any] | None = None,
+                tracking: dict[str, Any] | None = None) -> TunerSetup:
     """One grid point per trial, named by trial, writing to ``store.path``.
 
     Args:
         max_concurrent: overrides the spec's ``max_concurrent``.
-        callbacks: Tune callbacks run in the driver (e.g. experiment tracking).
+        callbacks: Tune callbacks run in the driver.
+        tracking: ``{uri, parent, spec_name, spec_hash}`` of the launch's MLflow parent run (None: untracked).
     """
     scheduler = None
     if spec.scheduler:
@@ -224,7 +256,7 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
     lower = set(LOWER_IS_BETTER) | ({spec.metric} if spec.mode == "min" else set())
     stopper = ThresholdStopper(spec.stop, lower) if spec.stop else None
     return TunerSetup(
-        param_space={PARAM_KEY: tune.grid_search([trial_params(spec, t, store) for t in trials])},
+        param_space={PARAM_KEY: tune.grid_search([trial_params(spec, t, store, tracking) for t in trials])},
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, scheduler=scheduler,
             max_concurrent_trials=max_concurrent or spec.max_concurrent,
@@ -242,9 +274,10 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
 
 
 def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
-                max_concurrent: int | None = None, callbacks: list[Any] | None = None) -> tune.Tuner:
+                max_concurrent: int | None = None, callbacks: list[Any] | None = None,
+                tracking: dict[str, Any] | None = None) -> tune.Tuner:
     """A new Tuner for the trials (see :func:`tuner_setup`)."""
-    setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks)
+    setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks, tracking=tracking)
     return tune.Tuner(_trainable(spec), param_space=setup.param_space, tune_config=setup.tune_config,
                       run_config=setup.run_config)
 

@@ -26,6 +26,19 @@ from loopback_cluster import (
 from more.harness.spec import expand, load_spec, spec_hash
 
 
+def tracked_runs(spec_name: str, digest: str) -> tuple[object, list]:
+    """The MLflow parent run of a launch and its child runs, from the session's isolated store (tests/conftest.py)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(spec_name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("more.kind") == "launch" and r.data.tags["more.spec_hash"] == digest]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], children
+
+
 def test_embedded_ray_is_on_loopback_with_token_auth_and_stops_by_pid(proc_root, monkeypatch):
     import ray
 
@@ -95,6 +108,27 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
     running = [sum(1 for s, e in spans if s <= t < e) for t, _ in spans]
     assert max(running) == 2, spans
 
+    # MLflow: one parent run, one child run per trial with params, tags, metrics and artifacts; the NaN trial FAILED
+    parent, children = tracked_runs("local", digest)
+    by_name = {r.info.run_name: r for r in children}
+    assert sorted(by_name) == sorted(rows) and parent.info.status == "FAILED"  # the launch had a failed trial
+    good = by_name["more-s0"]
+    assert good.info.status == "FINISHED" and good.data.tags["more.condition"] == "more"
+    assert good.data.tags["more.seed"] == "0" and good.data.tags["more.trial_key"] == f"{digest}:more-s0"
+    assert good.data.tags["more.fidelity"] == "reference" and good.data.tags["more.ray_trial_id"]
+    assert good.data.params["lir.cre_weight"] == "0.2" and good.data.params["model.variant"] == "vit_micro"
+    assert {"val/seg/miou", "val/lam/miou", "train/loss", "time/sec_per_iter"} <= set(good.data.metrics)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    steps = [m.step for m in client.get_metric_history(good.info.run_id, "val/seg/miou")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6, steps
+    artifacts = {a.path for a in client.list_artifacts(good.info.run_id)}
+    assert {"config.yaml", "per_class", "pictures"} <= artifacts, artifacts
+    assert by_name["wo_gcr-s0"].data.params["gcr.enabled"] == "False"
+    failed = by_name["diverge-s0"]
+    assert failed.info.status == "FAILED" and "TrainingDiverged" in failed.data.tags["more.error"]
+
 
 @pytest.mark.slow
 def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
@@ -128,3 +162,7 @@ def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
     rows = json.loads((experiment / "results.json").read_text())["trials"]
     assert [(r["trial"], r["status"], r["iterations"]) for r in rows] == [
         ("more-s0", "TERMINATED", 6), ("wo_gcr-s0", "TERMINATED", 6)]
+    # the resumed trials continued their MLflow runs: still one parent and exactly one child per trial
+    parent, children = tracked_runs("crash", digest)
+    assert sorted(r.info.run_name for r in children) == ["more-s0", "wo_gcr-s0"]
+    assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
