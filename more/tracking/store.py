@@ -66,7 +66,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         return sqlite_uri(default_store_dir())
     if chosen.startswith("file:"):
         raise TrackingError(f"tracking URI {chosen!r}: the file store is refused by MLflow 3.17; use a sqlite store "
-                            f"(a folder path or sqlite:///ABS/PATH/mlflow.db) or an http:// tracking server")
+                            f"(a folder path or sqlite:////abs/path/mlflow.db) or an http:// tracking server")
     if "://" not in chosen:
         return sqlite_uri(chosen)
     if chosen.startswith("sqlite://") and not chosen.startswith("sqlite:////") and chosen != "sqlite://":
