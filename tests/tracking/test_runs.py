@@ -99,7 +99,15 @@ def test_artifacts_config_per_class_pictures_log_and_checkpoint(tracked, tmp_pat
     csv_lines = (local / "per_class" / "iter_000006.csv").read_text().splitlines()
     assert csv_lines[0].startswith("class,cam/iou,") and [r.split(",")[0] for r in csv_lines[1:]] == [
         "background", "boat", "plane", "disc", "mean"]
-    assert float(csv_lines[2].split(",")[1]) == pytest.approx(tracked["result"]["val/cam/iou/boat"])
+    header = csv_lines[0].split(",")
+    outputs = ("cam", "aux_cam", "lam", "fused", "seg")
+    assert header[1:] == [f"{out}/{q}" for out in outputs for q in ("iou", "confusion")]
+    for line in csv_lines[1:-1]:  # every class: IoU and confusion ratio FP / TP as the trainer reported them
+        row = dict(zip(header, line.split(",")))
+        for column in header[1:]:
+            out, quantity = column.split("/")
+            expected = tracked["result"][f"val/{out}/{quantity}/{row['class']}"]
+            assert float(row[column]) == pytest.approx(expected, nan_ok=True), (row["class"], column)
     with Image.open(local / "pictures" / "iter_000006.png") as png:
         png.verify()
     with Image.open(local / "pictures" / "iter_000003.png") as png:
