@@ -137,9 +137,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
     checkpoint = tune.get_checkpoint()
     start = checkpoint.path if checkpoint else "scratch"
-    if cfg.train.deterministic:
-        _refuse_repeated_divergence(run_dir, start)
     with tracker:  # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run
+        if cfg.train.deterministic:
+            _refuse_repeated_divergence(run_dir, start)
         try:
             if checkpoint is None:
                 train(cfg, report=report, run_dir=run_dir, log=log)
