@@ -102,7 +102,20 @@ def test_lost_worker_raylet_is_retried_from_checkpoint_and_every_trial_completes
     if not loopback_cluster.worker_alive():
         loopback_cluster.start_worker()
     spec, experiment = cluster_spec(loopback_cluster.root / "raylet", "raylet_kill", max_failures=2)
-    driver = subprocess.Popen(ablate_command(spec, experiment.parent, "--address", loopback_cluster.address),
+    # trials on both nodes log to a lean MLflow server on loopback (stopped by PID below)
+    from more.tracking import start_server, stop_server
+
+    server = start_server(f"sqlite:///{loopback_cluster.root / 'mlflow-server.db'}",
+                          artifacts_dir=loopback_cluster.root / "mlflow-artifacts", host="127.0.0.1")
+    try:
+        check_raylet_kill(loopback_cluster, spec, experiment, server.url)
+    finally:
+        stop_server(server)
+
+
+def check_raylet_kill(loopback_cluster, spec: Path, experiment: Path, tracking_uri: str) -> None:
+    driver = subprocess.Popen(ablate_command(spec, experiment.parent, "--address", loopback_cluster.address,
+                                             "--tracking-uri", tracking_uri),
                               env=loopback_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
 
@@ -132,3 +145,15 @@ def test_lost_worker_raylet_is_retried_from_checkpoint_and_every_trial_completes
     assert on_head[0] > EVERY and on_head[0] >= checkpoint_iter  # resumed from its checkpoint, not restarted
     used = {x["node_ip"] for t in TRIALS for x in result_lines(experiment / t)}
     assert used == {HEAD_IP, WORKER_IP}
+
+    # MLflow on the server: one child run per trial, all FINISHED, with metrics; the retried trial kept its run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("raylet_kill")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get("more.kind") == "trial"]
+    assert sorted(r.info.run_name for r in children) == sorted(TRIALS), [r.info.run_name for r in runs]
+    assert all(r.info.status == "FINISHED" and "val/seg/miou" in r.data.metrics for r in children)
+    retried = next(r for r in children if r.info.run_name == name)
+    assert int(retried.data.tags["more.attempts"]) >= 2  # the worker's attempt and the head's retry: one run
