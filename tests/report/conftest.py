@@ -12,29 +12,11 @@ from typing import Any
 import pytest
 
 
-def _template_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow sqlite database. Creating one runs MLflow's migrations (~15 s on the 2-core test
-    machines), so a copy is kept in pytest's cache folder, keyed by the MLflow version."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    cache = request.config.cache
-    folder = Path(cache.mkdir("more-report-mlflow")) if cache is not None else tmp_path_factory.mktemp("template")
-    template = folder / f"empty-mlflow-{mlflow.__version__}.db"
-    if not template.is_file():
-        build = tmp_path_factory.mktemp("build") / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{build}").search_experiments()
-        tmp = template.with_suffix(".tmp")
-        shutil.copyfile(build, tmp)
-        tmp.replace(template)
-    return template
-
-
 @pytest.fixture(scope="session")
-def tracking(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Tracking:
+def tracking(template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Tracking:
     root = tmp_path_factory.mktemp("mlflow")
     db = root / "mlflow.db"
-    shutil.copyfile(_template_db(request, tmp_path_factory), db)
+    shutil.copyfile(template_db, db)  # the session's migrated empty store (tests/conftest.py)
     return Tracking(f"sqlite:///{db}", root / "artifacts")
 
 

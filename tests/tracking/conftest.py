@@ -4,7 +4,6 @@ copied from one migrated template database (MLflow's migrations take ~15 s on th
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -27,24 +26,6 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     ensure_dataset(load_config("synthetic", [*TINY, f"data.root={root}"]), progress=lambda *_: None)
     return root
-
-
-@pytest.fixture(scope="session")
-def template_db(request, tmp_path_factory) -> Path:
-    """An empty, migrated MLflow sqlite database, kept in pytest's cache folder keyed by the MLflow version."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    cache = request.config.cache
-    folder = Path(cache.mkdir("more-tracking-mlflow")) if cache is not None else tmp_path_factory.mktemp("template")
-    template = folder / f"empty-mlflow-{mlflow.__version__}.db"
-    if not template.is_file():
-        build = tmp_path_factory.mktemp("build") / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{build}").search_experiments()
-        tmp = template.with_suffix(".tmp")
-        shutil.copyfile(build, tmp)
-        tmp.replace(template)
-    return template
 
 
 @pytest.fixture
