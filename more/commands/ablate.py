@@ -193,8 +193,8 @@ def _launch_tracker(spec: AblationSpec, digest: str, args: argparse.Namespace): 
     """The MLflow parent run of this spec hash (reused on --resume), or None with --no-tracking."""
     if args.no_tracking:
         return None
+    from more.provenance import git_sha
     from more.tracking import LaunchTracker
-    from more.train.trainer import git_sha
 
     text = spec.path.read_text() if spec.path else ""
     return LaunchTracker.start(args.tracking_uri, spec.name, digest, text, git_sha(),

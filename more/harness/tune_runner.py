@@ -161,7 +161,7 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
         return TrialTracker()
     import torch
 
-    from more.train.trainer import git_sha
+    from more.provenance import git_sha
 
     device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tags = trial_tags(

@@ -154,8 +154,8 @@ def log_study(study: Any, out: Path, *, spec_name: str, digest: str, spec_text: 
     """
     from mlflow.entities import Metric, Param, RunTag
 
+    from more.provenance import git_sha
     from more.tracking import LaunchTracker
-    from more.train.trainer import git_sha
 
     launch = LaunchTracker.start(tracking_uri, spec_name, digest, spec_text, git_sha())
     if not launch.enabled:

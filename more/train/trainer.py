@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from more.config import MoReConfig, save_config
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import EvalResult, evaluate
 from more.model import build_model
+from more.provenance import git_sha
 from more.pseudo.par import PAR
 from more.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
 from more.train.data_order import _mix, iterate_batches
@@ -56,16 +56,6 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def default_run_dir(cfg: MoReConfig) -> Path:
@@ -208,7 +198,7 @@ def train(
         sums += torch.where(finite, values, torch.zeros_like(values))
         window_steps += 1
         done = n + 1
-        progress.update(done, f"loss {float('nan') if not last else last.get('train/loss', float('nan')):.4f}")
+        progress.update(done, f"loss {last.get('train/loss', float('nan')):.4f}")
 
         is_last = done == total_iters
         if done % cfg.train.log_every == 0 or is_last:
