@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from more.config import MoReConfig, num_classes
 from more.eval.metrics import ConfusionMatrix, Scores, classification_f1, scores
+from more.eval.seeds import seed_from_maps
 from more.model.heads import lam as lam_map
-from more.pseudo.cam import cam_to_label, minmax_normalize, multi_scale_cam
+from more.pseudo.cam import minmax_normalize, multi_scale_cam
 
 OUTPUTS = ("cam", "aux_cam", "lam", "fused", "seg")
 
@@ -42,10 +43,6 @@ class EvalResult:
             out[f"{prefix}{name}/recall"] = 100.0 * s.mrecall
             out[f"{prefix}{name}/confusion"] = s.mconfusion
         return out
-
-
-def _label_maps(maps: torch.Tensor, labels: torch.Tensor, bkg_thre: float) -> torch.Tensor:
-    return cam_to_label(maps, labels, high=bkg_thre, low=bkg_thre, ignore_mid=False, bkg_thre=bkg_thre)
 
 
 def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -102,10 +99,9 @@ def evaluate(
             for i, mask in enumerate(batch["mask"]):
                 gt = mask.to(device, non_blocking=True)
                 size = tuple(gt.shape[-2:])
-                lab = labels[i : i + 1]
                 for name in ("cam", "aux_cam", "lam", "fused"):
-                    pred = _label_maps(_to_size(maps[name][i : i + 1], size), lab, cfg.eval.bkg_thre)
-                    hists[name].update(pred[0], gt)
+                    seed = seed_from_maps(maps[name][i], labels[i], size=size, bkg_thre=cfg.eval.bkg_thre)
+                    hists[name].update(seed.label, gt)
                 hists["seg"].update(_to_size(maps["seg"][i : i + 1], size).argmax(1)[0], gt)
             seen += images.shape[0]
             if progress is not None:

@@ -27,7 +27,7 @@ from more.losses import (
     ure_loss,
 )
 from more.model.heads import lam as lam_map
-from more.pseudo.cam import cam_to_label, minmax_normalize, multi_scale_cam, token_masks
+from more.pseudo.cam import minmax_normalize, multi_scale_cam, token_masks
 from more.pseudo.par import refine_cams_with_bkg
 
 TERMS = ("cls", "cls_aux", "mct", "cre", "ure", "ptc", "seg", "energy")
@@ -175,7 +175,3 @@ def training_step(
     result = total_loss(terms=terms, weights=loss_weights(cfg, n))
     return StepOutput(total=result.total, unweighted=result.unweighted, weighted=result.weighted, seg_target=y_ref)
 
-
-def cam_seed(cams: torch.Tensor, labels: torch.Tensor, bkg_thre: float) -> torch.Tensor:
-    """Seed labels from CAMs with GT labels and a background threshold (validation/inference, §5.2)."""
-    return cam_to_label(cams, labels, high=bkg_thre, low=bkg_thre, ignore_mid=False, bkg_thre=bkg_thre)
