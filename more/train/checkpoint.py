@@ -25,14 +25,11 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict[str, Any]:
+    version, mt_state, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state_to_tensors(np.random.get_state()),
-        "python": [
-            torch.tensor(list(random.getstate()[1]), dtype=torch.int64),
-            random.getstate()[0],
-            random.getstate()[2],
-        ],
+        "python": [torch.tensor(list(mt_state), dtype=torch.int64), version, gauss],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
