@@ -131,9 +131,10 @@ def test_cre_empty_masks_give_zero():
         assert value.item() == 0.0
 
 
+@pytest.mark.parametrize("classes", ["all", "present"])
 @pytest.mark.parametrize("norm", ["reference", "paper"])
 @pytest.mark.parametrize("normalize_patches", [False, True])
-def test_cre_equals_loop(norm, normalize_patches):
+def test_cre_equals_loop(norm, normalize_patches, classes):
     generator = torch.Generator().manual_seed(3)
     for case in range(6):
         b, c, d, h, w = 3, 4, 5, 4 + case, 5
@@ -152,8 +153,33 @@ def test_cre_equals_loop(norm, normalize_patches):
             temperature=temperature,
             norm=norm,
             normalize_patches=normalize_patches,
+            classes=classes,
         )
         assert value.item() == pytest.approx(float(expected), rel=1e-4, abs=1e-5), case
+
+
+def test_cre_present_rows_equal_all_rows_with_gradients():
+    generator = torch.Generator().manual_seed(8)
+    tokens, features, mask, labels = random_case(generator, 4, 6, 8, 7, 7, p_uncertain=0.2, p_bg=0.2)
+    labels.zero_()
+    labels[0, [1, 4]] = 1.0  # 2, 1, 0 and 3 present classes: rows are padded to 3 with masked absent classes
+    labels[1, 5] = 1.0
+    labels[3, [0, 2, 3]] = 1.0
+    grads = {}
+    for classes in ("all", "present"):
+        leaf = tokens.clone().requires_grad_(True)
+        value = cre_loss(tokens=leaf, features=features, mask=mask, labels=labels, temperature=0.5, classes=classes)
+        value.backward()
+        grads[classes] = (value.detach(), leaf.grad)
+    assert grads["present"][0].item() == pytest.approx(grads["all"][0].item(), rel=1e-6)
+    torch.testing.assert_close(grads["present"][1], grads["all"][1])
+    assert grads["all"][1][2].abs().sum() == 0 and grads["all"][1][0, 1].abs().sum() > 0
+    # no present class anywhere: zero loss and a zero gradient, not an error
+    leaf = tokens.clone().requires_grad_(True)
+    none = cre_loss(tokens=leaf, features=features, mask=mask, labels=torch.zeros_like(labels), temperature=0.5,
+                    classes="present")
+    none.backward()
+    assert none.item() == 0.0 and (leaf.grad is None or leaf.grad.abs().sum() == 0)
 
 
 def test_cre_gradient_reaches_tokens_only():
@@ -184,6 +210,8 @@ def test_cre_rejects_unknown_norm():
     tokens, features, mask = _cre_hand_case()
     with pytest.raises(ValueError):
         cre_loss(tokens=tokens, features=features, mask=mask, labels=torch.ones(1, 2), temperature=1.0, norm="x")
+    with pytest.raises(ValueError, match="classes"):
+        cre_loss(tokens=tokens, features=features, mask=mask, labels=torch.ones(1, 2), temperature=1.0, classes="x")
 
 
 # ---------------------------------------------------------------------------------------------------------------
