@@ -1,7 +1,12 @@
 """Training-step benchmark: seconds per iteration, images per second and the breakdown by phase.
 
-Phases (each synchronised on CUDA so times add up): multi-scale CAM pass, training forward, PAR refinement, token
-masks, every loss term, backward, optimizer step. Also the peak device memory.
+Three measurements in one run, on the same model, optimizer and batch:
+
+1. **eager**: plain steps, seconds per iteration and peak device memory;
+2. **breakdown** (eager, each phase synchronised on CUDA so the times add up; the syncs cost a little): multi-scale
+   CAM pass, training forward, PAR refinement, token masks, every loss term, backward, optimizer step;
+3. with ``--compile``: the model's forward through ``torch.compile`` (the first iterations, which compile, are
+   timed apart), seconds per iteration, peak memory and the speed-up over eager.
 
     .venv/bin/python bench/bench_train_step.py                       # synthetic recipe on the CPU
     .venv/bin/python bench/bench_train_step.py --preset voc --device cuda --compile   # the reference VOC step
@@ -54,6 +59,33 @@ class Timer:
         return timed
 
 
+def run_steps(step_model, par, opt, images, labels, *, cfg, n: int, autocast: bool, iters: int, warmup: int,
+              timer: Timer) -> tuple[float, float, float]:
+    """(seconds per timed iteration, seconds of the warm-up iterations, peak device GiB of the timed ones)."""
+    device = images.device
+    total = warm = 0.0
+    for i in range(warmup + iters):
+        if i == warmup:
+            timer.times.clear()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        timer.sync()
+        t0 = time.perf_counter()
+        out = step_mod.training_step(step_model, par, images, labels, cfg=cfg, n=n, autocast=autocast)
+        with timer.phase("backward"):
+            opt.zero_grad(set_to_none=True)
+            out.total.backward()
+        with timer.phase("optimizer step"):
+            opt.step()
+        timer.sync()
+        if i < warmup:
+            warm += time.perf_counter() - t0
+        else:
+            total += time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return total / iters, warm, peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="synthetic", help="voc | coco | synthetic or a YAML file")
@@ -61,7 +93,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed iterations (after --warmup)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0 = default)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile", action="store_true", help="also time the model compiled with torch.compile")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if args.threads:
@@ -80,47 +112,47 @@ def main() -> None:
     par = PAR(dilations=cfg.pseudo.par_dilations, num_iter=cfg.pseudo.par_iters).to(device)
     opt = PolyWarmupAdamW(model.param_groups(cfg.optim.lr, cfg.optim.head_lr_mult, cfg.optim.weight_decay),
                           cfg=cfg.optim, max_iters=cfg.train.max_iters)
-    step_model = torch.compile(model) if args.compile else model
+    n_seg_on = cfg.loss.seg_start + 1  # time a step with every term on
+    steps = dict(cfg=cfg, n=n_seg_on, autocast=autocast, iters=args.iters, warmup=args.warmup)
+    print(f"preset {cfg.name} | {cfg.model.variant} | batch {b} | crop {size} | device {device} | "
+          f"autocast {'bf16' if autocast else 'off'} | threads {torch.get_num_threads()}", flush=True)
+
+    plain = Timer(device)
+    eager, _, eager_peak = run_steps(model, par, opt, images, labels, timer=plain, **steps)
+    summary = [("eager", eager, eager_peak, float("nan"))]
+    print(f"eager: {eager:.4f} s/iter", flush=True)
+
     timer = Timer(device)
     originals = {name: getattr(step_mod, name) for name in (*LOSS_FNS, *PHASE_FNS)}
     for name in LOSS_FNS:
         setattr(step_mod, name, timer.wrap(f"loss: {name.removesuffix('_loss')}", originals[name]))
     for name, label in PHASE_FNS.items():
         setattr(step_mod, name, timer.wrap(label, originals[name]))
-    fwd = model.forward
-    model.forward = timer.wrap("training forward", fwd)  # the CAM pass calls model.cams, not forward
+    model.forward = timer.wrap("training forward", model.forward)  # the CAM pass calls model.cams, not forward
+    try:
+        timed_step, _, _ = run_steps(model, par, opt, images, labels, timer=timer, **steps)
+    finally:
+        for name, fn in originals.items():
+            setattr(step_mod, name, fn)
+        del model.forward
+    breakdown = dict(timer.times)
 
-    n_seg_on = cfg.loss.seg_start + 1  # time a step with every term on
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    total = 0.0
-    for i in range(args.warmup + args.iters):
-        if i == args.warmup:
-            timer.times.clear()
-            total = 0.0
-        timer.sync()
-        t0 = time.perf_counter()
-        out = step_mod.training_step(step_model, par, images, labels, cfg=cfg, n=n_seg_on, autocast=autocast)
-        with timer.phase("backward"):
-            opt.zero_grad(set_to_none=True)
-            out.total.backward()
-        with timer.phase("optimizer step"):
-            opt.step()
-        timer.sync()
-        total += time.perf_counter() - t0
-    for name, fn in originals.items():
-        setattr(step_mod, name, fn)
+    if args.compile:
+        compiled, warm, peak = run_steps(torch.compile(model), par, opt, images, labels, timer=plain, **steps)
+        summary.append(("torch.compile", compiled, peak, warm))
+        print(f"torch.compile: {compiled:.4f} s/iter (warm-up incl. compilation {warm:.1f} s)", flush=True)
 
-    per_iter = total / args.iters
-    print(f"preset {cfg.name} | {cfg.model.variant} | batch {b} | crop {size} | device {device} | "
-          f"autocast {'bf16' if autocast else 'off'} | compile {args.compile} | threads {torch.get_num_threads()}")
-    print(f"seconds per iteration: {per_iter:.4f}   images per second: {b / per_iter:.2f}")
-    if device.type == "cuda":
-        print(f"peak memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    print(f"\n| mode | s/iter | images/s | vs eager | peak GiB | warm-up ({args.warmup} it.) |")
+    print("|---|---|---|---|---|---|")
+    for mode, t, peak, warm in summary:
+        print(f"| {mode} | {t:.4f} | {b / t:.2f} | {eager / t:.2f}x | {'-' if peak != peak else f'{peak:.2f}'} | "
+              f"{'-' if warm != warm else f'{warm:.1f} s'} |")
+    print(f"\nBreakdown (eager, {timed_step:.4f} s/iter with a sync around each phase):")
     print("| phase | s/iter | share |\n|---|---|---|")
-    for name, t in sorted(timer.times.items(), key=lambda kv: -kv[1]):
+    total = timed_step * args.iters
+    for name, t in sorted(breakdown.items(), key=lambda kv: -kv[1]):
         print(f"| {name} | {t / args.iters:.4f} | {100 * t / total:.1f}% |")
-    rest = total - sum(timer.times.values())
+    rest = total - sum(breakdown.values())
     print(f"| other (stacking, masks, total) | {rest / args.iters:.4f} | {100 * rest / total:.1f}% |")
 
 
