@@ -6,7 +6,7 @@ sync each, per-class loops, per-image boolean writes. The reference's energy los
 the CPU that is not available here; its stand-in is a naive per-pixel loop over the exact kernel, run on a smaller grid
 (``--energy-loop-grid``) because the full 224x224 loop takes minutes.
 
-Usage: python bench/bench_losses.py [--repeat 5] [--threads 1]
+Usage: python bench/bench_losses.py [--repeat 5] [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from more.losses import bilateral_features, bilateral_filter, cre_loss, energy_loss, ptc_affinity_mask, ure_loss
+from more.model.more import tokens_to_map
 
 TARGETS = {"L_ure": 50.0, "L_cre": 5.0, "PTC mask": 10.0}
 
@@ -138,14 +139,22 @@ def voc_like_masks(b: int, c: int, size: int, generator: torch.Generator, high: 
     return masks, labels
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], repeat: int, warmup: bool = True) -> float:
-    """Best wall time in seconds of ``repeat`` calls (robust to other load), after one warm-up call by default."""
+    """Best wall time in seconds of ``repeat`` calls (robust to other load), after one warm-up call by default.
+    CUDA work is synchronised before and after each call."""
     if warmup:
         fn()
     times = []
     for _ in range(repeat):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -163,16 +172,21 @@ def main() -> None:
     )
     parser.add_argument("--energy-loop-grid", type=int, default=40, help="grid side for the loop-vs-tiled filter")
     parser.add_argument("--tile", type=int, default=2048, help="query rows per tile of the exact bilateral filter")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both versions run")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     b, c, d, size = 4, 20, 768, 28
-    tokens = torch.randn(b, c, d, generator=generator, requires_grad=True)
-    features = torch.randn(b, d, size, size, generator=generator, requires_grad=True)
+    tokens = torch.randn(b, c, d, generator=generator).to(device).requires_grad_(True)
+    # the model's layout: (B, L, D) patch tokens viewed as a (B, D, h, w) map (more.model.more.tokens_to_map)
+    patch_tokens = torch.randn(b, size * size, d, generator=generator).to(device).requires_grad_(True)
+    features = tokens_to_map(patch_tokens, (size, size))
     cre_masks, labels = voc_like_masks(b, c, size, generator, high=0.5, low=0.25)
     aux_masks, _ = voc_like_masks(b, c, size, generator, high=0.7, low=0.25)
-    aux_masks = torch.where(labels.sum(1)[:, None, None] > 0, aux_masks, 0)
+    aux_masks = torch.where(labels.sum(1)[:, None, None] > 0, aux_masks, 0).to(device)
+    cre_masks, labels = cre_masks.to(device), labels.to(device)
 
     rows: list[tuple[str, float, float, str]] = []
 
@@ -207,8 +221,8 @@ def main() -> None:
     compare("PTC mask", lambda: ptc_affinity_mask(aux_masks), lambda: aff_mask_loop(aux_masks), "(4, 784, 784)")
 
     side = args.energy_loop_grid
-    image = torch.rand(1, 3, side, side, generator=generator) * 255
-    probs = torch.rand(1, 21, side, side, generator=generator).softmax(1)
+    image = (torch.rand(1, 3, side, side, generator=generator) * 255).to(device)
+    probs = torch.rand(1, 21, side, side, generator=generator).softmax(1).to(device)
     feats = bilateral_features(image, sigma_rgb=15.0, sigma_xy=50.0)
     tiled = bilateral_filter(features=feats, maps=probs, tile=args.tile)
     error = ((tiled - filter_row_loop(feats, probs)).abs().max() / tiled.abs().max()).item()
@@ -221,13 +235,13 @@ def main() -> None:
 
     eb = args.energy_batch
     if eb > 0:
-        seg_logits = torch.randn(eb, 21, 28, 28, generator=generator, requires_grad=True)
-        big_image = torch.rand(eb, 3, 448, 448, generator=generator) * 255
-        target = torch.randint(0, 21, (eb, 448, 448), generator=generator)
+        seg_logits = torch.randn(eb, 21, 28, 28, generator=generator).to(device).requires_grad_(True)
+        big_image = (torch.rand(eb, 3, 448, 448, generator=generator) * 255).to(device)
+        target = torch.randint(0, 21, (eb, 448, 448), generator=generator).to(device)
         energy_fn = lambda: energy_loss(seg_logits=seg_logits, image=big_image, target=target, tile=args.tile)  # noqa: E731
         energy_time = timed(backward_of(energy_fn), 1, warmup=False)
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, best of {args.repeat} calls")
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, best of {args.repeat} calls")
     print(f"{'entry':<22}{'loop [ms]':>12}{'vectorized [ms]':>17}{'speed-up':>10}{'target':>9}  note")
     for name, loop_time, fast_time, note in rows:
         target = TARGETS.get(name)
