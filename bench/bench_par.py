@@ -40,6 +40,10 @@ class ReferencePAR:
         ker[0, 0, [0, 2, 5, 7]] = np.sqrt(2)
         self.pos = torch.cat([ker * d for d in dilations], dim=2)
 
+    def to(self, device: torch.device) -> ReferencePAR:
+        self.kernel, self.pos = self.kernel.to(device), self.pos.to(device)
+        return self
+
     def neighbours(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         out = []
@@ -111,9 +115,14 @@ def best_time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, floa
     for a core.
     """
     walls, cpus, out = [], [], None
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter(), time.process_time()
         out = fn()
+        if cuda:
+            torch.cuda.synchronize()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return min(walls), min(cpus), out
@@ -138,19 +147,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=448)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every version runs")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     dilations, iters = [1, 2, 4, 8, 12, 24], 10
-    images, cams, labels = inputs(args.batch, args.classes, args.size)
+    images, cams, labels = (t.to(device) for t in inputs(args.batch, args.classes, args.size))
     print(
-        f"PAR refinement, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, "
+        f"PAR refinement, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch}, "
         f"{args.size}² -> {args.size // 2}², C={args.classes}, present per image {labels.sum(1).int().tolist()}, "
         f"{iters} iterations, dilations {dilations}, best of {args.repeats}"
     )
 
     with torch.no_grad():
-        ref_par, par = ReferencePAR(dilations, iters), PAR(dilations, iters)
+        ref_par, par = ReferencePAR(dilations, iters).to(device), PAR(dilations, iters).to(device)
         t_ref, c_ref, y_ref = best_time(
             lambda: reference_refine(ref_par, images, cams, labels, 0.7, 0.25), args.repeats
         )
@@ -167,12 +178,12 @@ def main() -> None:
             )
 
         # multi_scale_cam overhead without a model: a fake cam_fn (16x16 average pooling + a 1x1 conv, ~free)
-        head = torch.nn.Conv2d(3, 2 * args.classes, 1, bias=False)
+        head = torch.nn.Conv2d(3, 2 * args.classes, 1, bias=False).to(device)
 
         def cam_fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return head(F.avg_pool2d(x, 16)).chunk(2, dim=1)
 
-        net = torch.randn(args.batch, 3, args.size, args.size)
+        net = torch.randn(args.batch, 3, args.size, args.size, device=device)
         scales = (1.0, 0.5, 0.75, 1.5)
         t_rc, c_rc, ref_cams = best_time(lambda: reference_multi_scale_cam(cam_fn, net, scales), args.repeats)
         t_cam, c_cam, cams_ = best_time(lambda: multi_scale_cam(cam_fn, net, scales), args.repeats)
