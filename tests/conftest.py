@@ -1,12 +1,17 @@
-"""Session-wide isolation: no test writes to the repo's embedded MLflow store (work/mlflow)."""
+"""Session-wide isolation (no test writes to the repo's embedded MLflow store, work/mlflow) and shared fixtures."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_config import TINY  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -38,3 +43,14 @@ def template_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         shutil.copyfile(build, tmp)
         tmp.replace(template)
     return template
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic dataset of ``tiny_config.TINY``, generated once per session."""
+    from more.config import load_config
+    from more.data import ensure_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    ensure_dataset(load_config("synthetic", [*TINY, f"data.root={root}"]), progress=lambda *_: None)
+    return root

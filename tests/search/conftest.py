@@ -1,29 +1,14 @@
-"""A tiny synthetic dataset and a randomly initialised vit_micro checkpoint for the search tests."""
+"""The search tests' tiny config (tests/tiny_config.py on the CPU) and a randomly initialised vit_micro checkpoint."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from tiny_config import TINY as SHARED_TINY
 
 from more.config import load_config
 
-TINY = [
-    "data.synth_classes=3", "data.synth_train=12", "data.synth_val=4", "data.synth_image_size=64",
-    "data.crop_size=64", "eval.resize=64", "eval.batch_size=6", "model.variant=vit_micro", "train.batch_size=4",
-    "train.max_iters=6", "train.eval_every=3", "train.ckpt_every=3", "train.log_every=1", "train.keep_ckpts=5",
-    "pseudo.cam_scales=[1.0, 0.5]", "lir.ure_kernel=2", "lir.ure_num_tokens=4", "loss.seg_start=1",
-    "pseudo.mask_switch_iter=3", "optim.warmup_iters=2", "data.num_workers=0", "runtime.num_threads=1",
-    "runtime.device=cpu", "eval.infer_cam_scales=[1.0]",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    from more.data import ensure_dataset
-
-    root = tmp_path_factory.mktemp("synth") / "data"
-    ensure_dataset(load_config("synthetic", [*TINY, f"data.root={root}"]), progress=lambda *_: None)
-    return root
+TINY = [*SHARED_TINY, "runtime.device=cpu", "eval.infer_cam_scales=[1.0]"]
 
 
 @pytest.fixture(scope="session")
