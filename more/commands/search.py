@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 DEFAULT_OUT = "work/search"
 
@@ -62,25 +63,37 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def open_study_storage(spec, args, out: Path, study_name: str):  # noqa: ANN001, ANN201 -- shared with tuned
-    """``(storage, existing study or None, trials to run)`` or an error text, after the resume checks."""
+class OpenedStudy(NamedTuple):
+    """Where a search's study lives and how many trials this run adds."""
+
+    name: str  # <spec name>-<hash>
+    out: Path  # the output folder
+    storage: Any
+    study: Any  # the existing Optuna study, or None
+    n_trials: int
+
+
+def open_study(spec, args, digest: str) -> OpenedStudy | str:  # noqa: ANN001 -- shared with more.search.tuned
+    """The study of ``spec`` with hash ``digest`` after the resume checks, or the error text that stops the run."""
     from more.search.cached import existing_study, fail_stale_trials, finished_trials, make_storage
 
-    storage = make_storage(args.storage or str(out / "study.journal"))
-    study = existing_study(storage, study_name)
+    name = f"{spec.name}-{digest}"
+    out = Path(args.out or Path(DEFAULT_OUT) / name).resolve()
+    where = args.storage or out / "study.journal"
+    storage = make_storage(str(where))
+    study = existing_study(storage, name)
     done = finished_trials(study) if study is not None else 0
     if study is not None and study.get_trials(deepcopy=False) and not args.resume:
-        return f"study {study_name} already has {len(study.get_trials(deepcopy=False))} trials in " \
-               f"{args.storage or out / 'study.journal'}; pass --resume to continue it"
+        return f"study {name} already has {len(study.get_trials(deepcopy=False))} trials in {where}; pass --resume " \
+               f"to continue it"
     if args.resume and study is None:
-        return f"nothing to resume: no study {study_name} in {args.storage or out / 'study.journal'}; run without " \
-               f"--resume"
+        return f"nothing to resume: no study {name} in {where}; run without --resume"
     if study is not None:
         stale = fail_stale_trials(study)
         if stale:
             _log(f"{stale} trial(s) left running by an interrupted run marked FAIL")
     n_trials = args.trials if args.trials is not None else spec.trials - done
-    return storage, study, n_trials
+    return OpenedStudy(name, out, storage, study, n_trials)
 
 
 def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
@@ -111,13 +124,11 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
     scales = spec.scales or list(cfg.eval.infer_cam_scales)
     ckpt_digest = file_digest(loaded.checkpoint)
     digest = search_hash(spec, extra={"checkpoint": ckpt_digest, "scales": scales})
-    study_name = f"{spec.name}-{digest}"
-    out = Path(args.out or Path(DEFAULT_OUT) / study_name).resolve()
-    opened = open_study_storage(spec, args, out, study_name)
+    opened = open_study(spec, args, digest)
     if isinstance(opened, str):
         print(opened, file=sys.stderr)
         return 2
-    storage, _, n_trials = opened
+    study_name, out, storage, _, n_trials = opened
 
     key = cache_key(checkpoint_digest=ckpt_digest, split=spec.tuning_split, source=spec.source, scales=scales,
                     stride=spec.stride, resize=cfg.eval.resize, max_images=cfg.eval.max_images)

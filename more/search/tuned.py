@@ -97,20 +97,18 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
     """The ``python -m more search`` driver for ``kind: training``."""
     import optuna
 
-    from more.commands.search import DEFAULT_OUT, open_study_storage
+    from more.commands.search import open_study
     from more.harness.local_ray import ray_runtime
     from more.search.cached import finished_trials
     from more.search.report import log_study, write_outputs
     from more.search.spec import search_hash
 
     digest = search_hash(spec)
-    study_name = f"{spec.name}-{digest}"
-    out = Path(args.out or Path(DEFAULT_OUT) / study_name).resolve()
-    opened = open_study_storage(spec, args, out, study_name)
+    opened = open_study(spec, args, digest)
     if isinstance(opened, str):
         print(opened, file=sys.stderr)
         return 2
-    storage, study, n_trials = opened
+    study_name, out, storage, study, n_trials = opened
     done = finished_trials(study) if study is not None else 0
     if spec.path is not None:
         out.mkdir(parents=True, exist_ok=True)
