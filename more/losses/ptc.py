@@ -23,12 +23,13 @@ def ptc_affinity_mask(mask: torch.Tensor) -> torch.Tensor:
         uint8 target of shape (B, L, L), L = h*w: 1 where the two labels are equal, 0 where they differ, 255 where
         either label is 255 and on the diagonal.
     """
-    labels = mask.flatten(1).to(torch.int16)  # (B, L); labels are 0..255
-    target = (labels[:, :, None] == labels[:, None, :]).view(torch.uint8)  # (B, L, L), 1 equal / 0 different
+    labels = mask.flatten(1).to(torch.uint8)  # (B, L); labels are 0..255
+    # Equality through a uint8 difference (0 iff equal, modulo 256) and clamp/xor: vectorised byte arithmetic,
+    # ~5x faster on the CPU than a broadcast == into bool, which PyTorch does not vectorise.
+    target = labels[:, :, None] - labels[:, None, :]  # (B, L, L) uint8
+    target.clamp_(max=1).bitwise_xor_(1)  # 1 equal, 0 different
     ignore_value = (labels == IGNORE).to(torch.uint8) * IGNORE  # (B, L), 255 where ignored else 0
-    # In-place maximum with the broadcast row/column values: two vectorized passes (masked_fill_ is ~4x slower).
-    torch.maximum(target, ignore_value[:, :, None], out=target)
-    torch.maximum(target, ignore_value[:, None, :], out=target)
+    target.bitwise_or_(ignore_value[:, :, None]).bitwise_or_(ignore_value[:, None, :])  # 255 | x == 255
     target.diagonal(dim1=1, dim2=2).fill_(IGNORE)
     return target
 
