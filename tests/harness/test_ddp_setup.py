@@ -1,4 +1,4 @@
-"""``resources.workers``: several DDP processes per trial, chosen from the spec (checked without Ray)."""
+"""``resources.workers`` (several DDP processes per trial, chosen from the spec) and the rank-0 relay, without Ray."""
 
 from __future__ import annotations
 
@@ -77,3 +77,32 @@ def test_dry_run_shows_the_workers():
     parsed = parse_spec(spec({"cpus": 4, "gpus": 2}))
     text = dry_run_text(parsed, expand(parsed), "0123456789ab")
     assert "resources per trial: 2 DDP workers x (4 CPU, 1 GPU); max concurrent: unlimited" in text
+
+
+def test_rank_zero_waits_for_tune_and_a_diverged_worker_stays_diverged():
+    from ray.train import WorkerGroupError
+
+    from more.harness.ddp import GO_ON, LOG, REPORT, STOP, RankZeroChannel, TrialStopped, _worker_error
+    from more.train import TrainingDiverged
+
+    class FakeQueue(list):
+        def put(self, item):
+            self.append(item)
+
+        def get(self):
+            return self.pop(0)
+
+    items, acks = FakeQueue(), FakeQueue([GO_ON, STOP])
+    channel = RankZeroChannel(items, acks)
+    channel.log("hello")
+    channel.report({"iter": 3.0}, "/ckpt/iter_000003")
+    with pytest.raises(TrialStopped):
+        channel.report({"iter": 6.0}, "/ckpt/iter_000006")
+    assert items == [(LOG, "hello"), (REPORT, {"iter": 3.0}, "/ckpt/iter_000003"),
+                     (REPORT, {"iter": 6.0}, "/ckpt/iter_000006")]
+
+    diverged = TrainingDiverged("loss term 'mct' became non-finite at step 4")
+    error = _worker_error(WorkerGroupError("boom", {0: diverged, 1: RuntimeError("peer lost")}))
+    assert isinstance(error, TrainingDiverged) and str(error) == str(diverged)
+    other = WorkerGroupError("boom", {1: RuntimeError("peer lost")})
+    assert _worker_error(other) is other
