@@ -1,4 +1,4 @@
-"""``resources.workers`` (several DDP processes per trial, chosen from the spec) and the rank-0 relay, without Ray."""
+"""``resources.workers`` (several DDP processes per trial, chosen from the spec) and the rank-0 relay, without starting Ray."""
 
 from __future__ import annotations
 
