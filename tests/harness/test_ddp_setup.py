@@ -1,4 +1,4 @@
-"""``resources.workers`` (several DDP processes per trial, chosen from the spec) and the rank-0 relay, without starting Ray."""
+"""``resources.workers`` (several DDP processes per trial, chosen from the spec) and the rank-0 relay, no Ray."""
 
 from __future__ import annotations
 
@@ -106,3 +106,15 @@ def test_rank_zero_waits_for_tune_and_a_diverged_worker_stays_diverged():
     assert isinstance(error, TrainingDiverged) and str(error) == str(diverged)
     other = WorkerGroupError("boom", {1: RuntimeError("peer lost")})
     assert _worker_error(other) is other
+
+
+def test_only_multi_worker_trials_carry_their_resources_to_the_adapter(tmp_path):
+    from more.harness.tune_runner import WORKERS_KEY, ExperimentStore, trial_params
+
+    store = ExperimentStore(str(tmp_path), "demo-0123456789ab")
+    multi = {"cpus": 4.0, "gpus": 2.0, "workers": 2}
+    for resources, expected in (({"gpus": 1}, None), ({"cpus": 4, "gpus": 2}, multi)):
+        parsed = parse_spec(spec(resources))
+        params = trial_params(parsed, expand(parsed)[0], store)
+        assert params.get(WORKERS_KEY) == expected
+        assert params["runtime.num_threads"] == int(parsed.resources.cpus)  # per process
