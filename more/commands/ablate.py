@@ -63,8 +63,8 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
     header = [
         f"spec {spec.name} (hash {digest}): {spec.source}",
         "experiment overrides: " + (_overrides_text(spec.overrides) or "-"),
-        f"metric {spec.metric} ({spec.mode}); resources per trial: {spec.resources.cpus:g} CPU, "
-        f"{spec.resources.gpus:g} GPU; max concurrent: {spec.max_concurrent or 'unlimited'}; "
+        f"metric {spec.metric} ({spec.mode}); resources per trial: {_resources_text(spec)}; "
+        f"max concurrent: {spec.max_concurrent or 'unlimited'}; "
         f"max failures: {spec.max_failures}",
         "",
     ]
@@ -83,6 +83,13 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
         estimate = "unknown (set gpu_hours_per_trial in the spec)"
     footer = ["", f"{len(trials)} trials; estimated {estimate}", "dry run: nothing launched"]
     return "\n".join(header + table + footer) + "\n"
+
+
+def _resources_text(spec: AblationSpec) -> str:
+    res = spec.resources
+    if res.workers == 1:
+        return f"{res.cpus:g} CPU, {res.gpus:g} GPU"
+    return f"{res.workers} DDP workers x ({res.cpus:g} CPU, {res.gpus_per_worker:g} GPU)"
 
 
 def _overrides_text(overrides: dict) -> str:
@@ -211,13 +218,17 @@ def _resource_problem(spec: AblationSpec, embedded: bool) -> str:
     (its autoscaler may still add such nodes)."""
     import ray
 
-    need = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus}
+    res = spec.resources
+    need = {"CPU": res.cpus, "GPU": res.gpus} if res.workers == 1 else res.per_worker()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(all(res.get(k, 0.0) >= v for k, v in need.items() if v > 0) for res in nodes):
+    # how many trial processes (the trial itself, or one DDP worker) each node can hold
+    fits = [min(int(have.get(k, 0.0) // v) for k, v in need.items() if v > 0) for have in nodes]
+    if sum(fits) >= res.workers:
         return ""
-    have = ", ".join(f"{res.get('CPU', 0):g} CPU / {res.get('GPU', 0):g} GPU" for res in nodes) or "no nodes"
-    text = (f"no node can hold a trial of {spec.resources.cpus:g} CPU and {spec.resources.gpus:g} GPU "
-            f"(nodes: {have})")
+    have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
+    text = (f"no node can hold a trial of {res.cpus:g} CPU and {res.gpus:g} GPU (nodes: {have})" if res.workers == 1
+            else f"the cluster cannot hold {res.workers} DDP workers of {need['CPU']:g} CPU and {need['GPU']:g} GPU "
+                 f"(nodes: {have})")
     if embedded:
         return f"{text}; lower 'resources' in the spec or run on a cluster with --address"
     print(f"warning: {text}; waiting for the cluster's autoscaler", file=sys.stderr)

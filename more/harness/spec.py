@@ -39,6 +39,7 @@ OUTPUT_METRICS = ("miou", "precision", "recall", "confusion")
 HIGHER_IS_BETTER = {*(f"val/{o}/{m}" for o in OUTPUTS for m in ("miou", "precision", "recall")), "val/cls_f1"}
 LOWER_IS_BETTER = {*(f"val/{o}/confusion" for o in OUTPUTS), "train/loss", "time/sec_per_iter"}
 DEFAULT_CONDITION = "base"
+DDP_DRIVER_CPUS = 0.1  # the Tune side of a multi-worker trial only relays reports (Ray refuses a 0-CPU trial)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
@@ -49,13 +50,37 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial reserves on a Ray node (fractions allowed, e.g. two trials per GPU with ``gpus: 0.5``)."""
+    """What one trial reserves on a Ray node (fractions allowed, e.g. two trials per GPU with ``gpus: 0.5``).
+
+    With ``workers`` > 1 the trial trains with DistributedDataParallel through Ray Train: ``cpus`` and
+    ``gpus / workers`` are reserved per worker process, and the Tune trial itself (which relays the evaluations to
+    Tune and MLflow) reserves only :data:`DDP_DRIVER_CPUS`.
+    """
 
     cpus: float = 1.0
     gpus: float = 0.0
+    workers: int = 1
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.gpus / self.workers
 
     def as_ray(self) -> dict[str, float]:
+        """The Tune trial's own reservation (``tune.with_resources``)."""
+        if self.workers > 1:
+            return {"cpu": DDP_DRIVER_CPUS, "gpu": 0.0}
         return {"cpu": self.cpus, "gpu": self.gpus}
+
+    def per_worker(self) -> dict[str, float]:
+        """One training process's reservation (Ray Train's ``resources_per_worker``)."""
+        return {"CPU": self.cpus, "GPU": self.gpus_per_worker}
+
+    def hashed(self) -> dict[str, float]:
+        """What enters the spec hash (``workers`` only when > 1, so specs written before it keep their hash)."""
+        out: dict[str, float] = {"cpus": self.cpus, "gpus": self.gpus}
+        if self.workers > 1:
+            out["workers"] = self.workers
+        return out
 
 
 @dataclass(frozen=True)
@@ -214,7 +239,8 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
 
     return AblationSpec(
         name=name, source=source, overrides=overrides, conditions=conditions, sweeps=sweeps, sweep_mode=sweep_mode,
-        seeds=list(seeds), resources=_resources(data.get("resources"), fail), max_concurrent=max_concurrent,
+        seeds=list(seeds), resources=_resources(data.get("resources"), fail, workers=True),
+        max_concurrent=max_concurrent,
         metric=metric, mode=mode, scheduler=_scheduler(data.get("scheduler"), fail), stop=_stop(data.get("stop"), fail),
         keep_checkpoints=keep, max_failures=max_failures, gpu_hours_per_trial=gpu_hours, description=description,
         paper=data.get("paper"), tracking=data.get("tracking"), path=path,
@@ -263,20 +289,29 @@ def _sweeps(value: Any, fail: Any) -> dict[str, list[Any]]:
     return out
 
 
-def _resources(value: Any, fail: Any) -> Resources:
+def _resources(value: Any, fail: Any, *, workers: bool = False) -> Resources:
+    """``{cpus, gpus}``, and with ``workers=True`` (ablation specs) also ``workers``: the number of DDP processes,
+    by default one per GPU when ``gpus`` is a whole number > 1."""
+    keys = ("cpus", "gpus", "workers") if workers else ("cpus", "gpus")
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise fail(f"resources={value!r}: expected {{cpus: N, gpus: G}}")
+        raise fail(f"resources={value!r}: expected {{cpus: N, gpus: G{', workers: W' if workers else ''}}}")
     for key in value:
-        if key not in ("cpus", "gpus"):
-            close = difflib.get_close_matches(str(key), ["cpus", "gpus"], n=1)
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), list(keys), n=1)
             raise fail(f"resources.{key}: unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
     cpus, gpus = value.get("cpus", 1), value.get("gpus", 0)
     if not _is_number(cpus) or cpus <= 0:
         raise fail(f"resources.cpus={cpus!r}: need a number > 0")
     if not _is_number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
         raise fail(f"resources.gpus={gpus!r}: need a fraction in [0, 1] or a whole number of GPUs")
-    return Resources(cpus=float(cpus), gpus=float(gpus))
+    default_workers = int(gpus) if workers and gpus > 1 else 1
+    n = value.get("workers", default_workers)
+    _check_int(n, "resources.workers", 1, fail)
+    if n > 1 and gpus > 0 and not (float(gpus) / n).is_integer():
+        raise fail(f"resources.gpus={gpus!r} with resources.workers={n}: each worker needs a whole number of GPUs; "
+                   f"need gpus divisible by workers (e.g. gpus: {n}) or gpus: 0 (CPU workers, gloo)")
+    return Resources(cpus=float(cpus), gpus=float(gpus), workers=n)
 
 
 def _scheduler(value: Any, fail: Any) -> dict[str, Any] | None:
@@ -439,7 +474,7 @@ def spec_hash(spec: AblationSpec, trials: list[Trial]) -> str:
     canonical = {
         "config": config_id,
         "trials": sorted((asdict(t) for t in trials), key=lambda t: t["name"]),  # the order of conditions is free
-        "resources": asdict(spec.resources),
+        "resources": spec.resources.hashed(),
         "metric": spec.metric,
         "mode": spec.mode,
         "scheduler": spec.scheduler,

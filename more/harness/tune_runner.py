@@ -3,25 +3,27 @@
 The trainable is a thin adapter: a flat dict (``_source`` + dotted overrides) -> :func:`more.config.load_config`
 -> :func:`more.train.train` with a ``report`` callable that forwards every evaluation to ``tune.report`` together
 with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from
-``tune.get_checkpoint()``, which the trainer resumes exactly.
+``tune.get_checkpoint()``, which the trainer resumes exactly. With ``resources.workers`` > 1 the adapter trains
+through Ray Train's ``TorchTrainer`` instead and relays rank 0's reports (:mod:`more.harness.ddp`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ray import tune
 
 from more.config import load_config
-from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Trial, trial_config
+from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Resources, Trial, trial_config
 
 PARAM_KEY = "trial"  # the Tune param space is {"trial": grid_search([flat dict per trial])}
 SOURCE_KEY, NAME_KEY, CONDITION_KEY, RUN_DIR_KEY = "_source", "_trial", "_condition", "_run_dir"
 TRACKING_KEY = "_tracking"  # {uri, parent, spec_name, spec_hash, seed, sweep, overrides}: the trial's MLflow identity
+WORKERS_KEY = "_workers"  # {cpus, gpus, workers} when a trial trains on several DDP processes (absent otherwise)
 DIVERGED_FILE = "diverged.json"
 
 
@@ -106,8 +108,9 @@ def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
     # the name goes last: Tune's progress table shows the tail of this dict in its "trial" column
     track = {**tracking, "seed": trial.seed, "sweep": dict(trial.sweep), "overrides": dict(trial.overrides)} \
         if tracking else {}
+    workers = {WORKERS_KEY: asdict(spec.resources)} if spec.resources.workers > 1 else {}
     return {SOURCE_KEY: spec.source, CONDITION_KEY: trial.condition, RUN_DIR_KEY: run_dir, TRACKING_KEY: track,
-            **trial.overrides, **pinned, NAME_KEY: trial.name}
+            **workers, **trial.overrides, **pinned, NAME_KEY: trial.name}
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -115,6 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     The trainer writes its run folder (config.yaml, metrics.jsonl, evals, checkpoints) next to Tune's files in
     the trial folder when the storage is a local or shared path, else in the trial's working directory (synced).
+    With several workers (``resources.workers``) every worker trains in that same folder and rank 0 writes it.
     """
     from more.train import TrainingDiverged, train
 
@@ -122,6 +126,7 @@ def run_trial(config: dict[str, Any]) -> None:
     source, name = params.pop(SOURCE_KEY), params.pop(NAME_KEY)
     condition = params.pop(CONDITION_KEY, "")
     tracking = params.pop(TRACKING_KEY, None) or {}
+    workers = params.pop(WORKERS_KEY, None)
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
     tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir)
@@ -140,13 +145,21 @@ def run_trial(config: dict[str, Any]) -> None:
     with tracker:  # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run
         if cfg.train.deterministic:
             _refuse_repeated_divergence(run_dir, start)
+        def fit(resume_dir: str | None) -> None:
+            if workers:
+                from more.harness.ddp import run_ddp_trial
+
+                run_ddp_trial(cfg, Resources(**workers), run_dir=run_dir, resume=resume_dir, report=report, log=log)
+            else:
+                train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+
         try:
             if checkpoint is None:
-                train(cfg, report=report, run_dir=run_dir, log=log)
+                fit(None)
             else:
                 with checkpoint.as_directory() as resume_dir:
                     log(f"resuming from {checkpoint.path}")
-                    train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+                    fit(resume_dir)
         except TrainingDiverged as exc:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))

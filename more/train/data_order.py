@@ -3,6 +3,10 @@
 The order of epoch ``e`` is a permutation drawn from ``(seed, e)``; the augmentation of a sample is drawn from
 ``(seed, e, index)``. A run resumed at (epoch, batch position) therefore sees exactly the batches, and exactly the
 augmentations, that an uninterrupted run would have seen, whatever the number of loader workers.
+
+With several DDP processes the plan is drawn in global batches of ``world_size * batch_size`` keys and process
+``rank`` takes the ``rank``-th slice of each: the shards are disjoint, a position counts global batches (the same
+number on every process), and one process (``world_size=1``) gets exactly the single-process order.
 """
 
 from __future__ import annotations
@@ -70,13 +74,19 @@ def iterate_batches(
     start_epoch: int = 0,
     start_position: int = 0,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[int, int, dict]]:
-    """Yield ``(epoch, position_after_this_batch, batch)`` forever, starting at (start_epoch, start_position)."""
+    """Yield ``(epoch, position_after_this_batch, batch)`` forever, starting at (start_epoch, start_position).
+
+    ``batch_size`` is per process; with ``world_size`` > 1 this process gets its ``rank``-th share of each global
+    batch (see the module docstring).
+    """
     wrapped = SeededSamples(dataset, seed)
-    plan = EpochBatches(len(wrapped), batch_size, seed)
+    plan = EpochBatches(len(wrapped), batch_size * world_size, seed)
     epoch, pos = start_epoch, start_position
     while True:
-        batches = plan.epoch(epoch)[pos:]
+        batches = [b[rank * batch_size : (rank + 1) * batch_size] for b in plan.epoch(epoch)[pos:]]
         if batches:
             loader = DataLoader(wrapped, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory)
             for batch in loader:

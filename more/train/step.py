@@ -99,10 +99,16 @@ def training_step(
     generator: torch.Generator | None = None,
     autocast: bool = False,
 ) -> StepOutput:
-    """Compute every loss of iteration ``n`` (no backward, no optimizer step)."""
+    """Compute every loss of iteration ``n`` (no backward, no optimizer step).
+
+    ``model`` may be wrapped (``torch.compile``, DistributedDataParallel): its one gradient forward goes through
+    the wrapper.
+    """
     device_type = images.device.type
+    # the CAMs need no gradient sync: under DistributedDataParallel they come from the wrapped model itself
+    plain = getattr(model, "module", model)
     with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-        cams, cams_aux = multi_scale_cam(model.cams, images, cfg.pseudo.cam_scales)  # (B, C, H, W) x2
+        cams, cams_aux = multi_scale_cam(plain.cams, images, cfg.pseudo.cam_scales)  # (B, C, H, W) x2
     cams, cams_aux = cams.float(), cams_aux.float()
     image255 = denormalize(images, cfg.data.mean, cfg.data.std)
 

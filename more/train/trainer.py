@@ -4,6 +4,11 @@
 callable. Losses stay on the device and are read every ``train.log_every`` steps (no per-step host sync); a
 non-finite loss is caught at the next read, before any checkpoint is written, and raises
 :class:`TrainingDiverged` naming the first bad step and term.
+
+Under ``torch.distributed`` with several processes (see :mod:`more.train.distributed`) the same loop trains with
+DistributedDataParallel: each process takes its own shard of every global batch (``train.batch_size`` per
+process), only rank 0 evaluates, writes the run folder and calls ``report``, every process resumes from the same
+checkpoint, and a non-finite loss on any process stops all of them at the same read point.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from more.provenance import git_sha
 from more.pseudo.par import PAR
 from more.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
 from more.train.data_order import _mix, iterate_batches
+from more.train.distributed import barrier, dist_info, first_bad_across, mean_across, process_device, wrap_ddp
 from more.train.optim import PolyWarmupAdamW
 from more.train.progress import Progress
 from more.train.step import TERMS, training_step
@@ -99,32 +105,42 @@ def train(
         resume: a checkpoint file/folder, or a run folder (its newest checkpoint), to continue from exactly.
         run_dir: where to write config.yaml, git.txt, metrics.jsonl, evals and checkpoints.
         log: where plain progress lines go (default: the progress display).
+
+    Under ``torch.distributed`` every process calls ``train`` with the same arguments; ``report`` and ``log`` are
+    used on rank 0 only, and the other processes return their own last training losses.
     """
     from more.data import class_names as dataset_class_names
     from more.eval.metrics import format_table
 
+    ddp = dist_info()
     device = resolve_device(cfg.runtime.device)
+    if ddp.enabled:
+        device = process_device(device)
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
     seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
     autocast = use_autocast(cfg, device)
 
     run_path = Path(run_dir) if run_dir else default_run_dir(cfg)
-    run_path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_path / "config.yaml")
-    (run_path / "git.txt").write_text(git_sha() + "\n")
     metrics_file = run_path / "metrics.jsonl"
-
-    ensure_dataset(cfg)
+    if ddp.is_main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_path / "config.yaml")
+        (run_path / "git.txt").write_text(git_sha() + "\n")
+        ensure_dataset(cfg)
+    if ddp.enabled:
+        barrier()  # rank 0 generates a missing synthetic set; the others then only check it
+        if not ddp.is_main:
+            ensure_dataset(cfg)
     train_set = build_train_dataset(cfg)
-    val_set = build_eval_dataset(cfg, cfg.data.val_split)
+    val_set = build_eval_dataset(cfg, cfg.data.val_split) if ddp.is_main else None
     val_loader = torch.utils.data.DataLoader(
         val_set,
         batch_size=cfg.eval.batch_size,
         shuffle=False,
         num_workers=cfg.data.num_workers,
         collate_fn=collate_eval,
-    )
+    ) if val_set is not None else None
     names = dataset_class_names(cfg)
 
     model = build_model(cfg).to(device)
@@ -134,7 +150,6 @@ def train(
         lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult, weight_decay=cfg.optim.weight_decay
     )
     optimizer = PolyWarmupAdamW(groups, cfg=cfg.optim, max_iters=cfg.train.max_iters)
-    step_model = torch.compile(model) if cfg.train.compile else model
 
     start, epoch, position = 0, 0, 0
     if resume:
@@ -144,17 +159,23 @@ def train(
         start = int(payload["iteration"])
         epoch, position = int(payload["data"]["epoch"]), int(payload["data"]["position"])
         set_rng_state(payload["rng"])
-        metrics_file.touch()
-        # drop records written after the checkpoint by the interrupted run, so the file reads like one run
-        kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]
-        metrics_file.write_text("".join(ln + "\n" for ln in kept))
+        if ddp.is_main:
+            metrics_file.touch()
+            # drop records written after the checkpoint by the interrupted run, so the file reads like one run
+            kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]
+            metrics_file.write_text("".join(ln + "\n" for ln in kept))
+    # wrapped after loading, so every process starts from the same weights (DDP also broadcasts rank 0's)
+    train_model = wrap_ddp(model, device) if ddp.enabled else model
+    step_model = torch.compile(train_model) if cfg.train.compile else train_model
 
     total_iters = cfg.train.max_iters
     progress = Progress(total_iters, desc=cfg.name, start=start)
-    say = log or progress.line
+    say = (log or progress.line) if ddp.is_main else (lambda _: None)
     say(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
-        f"{len(train_set)} train / {len(val_set)} val images | iterations {start}->{total_iters}"
+        f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images | "
+        f"iterations {start}->{total_iters}"
+        + (f" | {ddp.world_size} DDP processes x {cfg.train.batch_size} images" if ddp.enabled else "")
     )
 
     batches = iterate_batches(
@@ -165,15 +186,19 @@ def train(
         start_epoch=epoch,
         start_position=position,
         pin_memory=device.type == "cuda",
+        rank=ddp.rank,
+        world_size=ddp.world_size,
     )
     sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
     first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
     window_steps, window_t0 = 0, time.perf_counter()
+    ddp_rank = (ddp.rank,) if ddp.enabled else ()  # each process draws its own random numbers (URE sampling)
     last: dict[str, float] = {"iter": float(start)}
     sec_per_iter = float("nan")
 
     def check_finite(n_done: int) -> None:
-        bad = first_bad.tolist()
+        # every process reaches the same read points, so a NaN on any one of them stops all of them here
+        bad = (first_bad_across(first_bad) if ddp.enabled else first_bad).tolist()
         if any(b >= 0 for b in bad):
             labels = [*TERMS, "total"]
             step, term = min((b, labels[i]) for i, b in enumerate(bad) if b >= 0)
@@ -186,7 +211,7 @@ def train(
         epoch, position, batch = next(batches)
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E))
+        gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E, *ddp_rank))
         out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -205,16 +230,17 @@ def train(
             check_finite(done)
             elapsed = time.perf_counter() - window_t0
             sec_per_iter = elapsed / max(window_steps, 1)
-            means = (sums / max(window_steps, 1)).tolist()
+            means = ((mean_across(sums) if ddp.enabled else sums) / max(window_steps, 1)).tolist()
             rec = {
                 "iter": done,
                 "train/loss": means[-1],
                 **{f"train/{t}": v for t, v in zip(TERMS, means)},
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "time/sec_per_iter": sec_per_iter,
-                "time/images_per_sec": cfg.train.batch_size / max(sec_per_iter, 1e-12),
+                "time/images_per_sec": cfg.train.batch_size * ddp.world_size / max(sec_per_iter, 1e-12),
             }
-            append_jsonl(metrics_file, rec)
+            if ddp.is_main:
+                append_jsonl(metrics_file, rec)
             last.update(rec)
             say(
                 progress.text(
@@ -234,7 +260,7 @@ def train(
         if do_ckpt:
             check_finite(done)
         metrics: dict[str, float] = {}
-        if do_eval:
+        if do_eval and ddp.is_main:
             t0 = time.perf_counter()
             result = evaluate(model, val_loader, cfg=cfg, device=device, autocast=autocast)
             metrics = {"iter": float(done), **eval_metrics(result, names), "time/eval_sec": time.perf_counter() - t0}
@@ -258,7 +284,7 @@ def train(
             )
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
-        if do_ckpt:
+        if do_ckpt and ddp.is_main:
             ckpt_dir = save_checkpoint(
                 run_path,
                 iteration=done,
@@ -268,6 +294,8 @@ def train(
                 cfg=cfg,
                 keep=cfg.train.keep_ckpts,
             )
-        if do_eval and report is not None:
+        if do_eval and report is not None and ddp.is_main:
             report(metrics, str(ckpt_dir) if ckpt_dir else None)
+    if ddp.enabled:
+        barrier()  # no process leaves before rank 0 has written and reported the last evaluation
     return {k: v for k, v in last.items()}

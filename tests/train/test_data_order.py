@@ -46,3 +46,20 @@ def test_augmentation_does_not_depend_on_workers_or_global_rng():
     torch.manual_seed(999)
     b = take(iterate_batches(RandomItems(), batch_size=3, seed=0, num_workers=2), 4)
     assert a == b
+
+
+def test_ranks_take_disjoint_slices_of_the_global_batches():
+    def keys(rank, world, **kw):
+        it = iterate_batches(RandomItems(), batch_size=2, seed=0, num_workers=0, rank=rank, world_size=world, **kw)
+        return [(e, p, b["i"].tolist()) for e, p, b in itertools.islice(it, 4)]
+
+    single = keys(0, 1)  # batch 2, one process
+    assert single == [(e, p, b) for e, p, b, _ in take(iterate_batches(RandomItems(), batch_size=2, seed=0,
+                                                                        num_workers=0), 4)]
+    r0, r1 = keys(0, 2), keys(1, 2)
+    plan = EpochBatches(10, 4, seed=0)  # global batch 2 x 2, drop_last: 2 per epoch
+    for step, (a, b) in enumerate(zip(r0, r1)):
+        epoch, k = divmod(step, 2)
+        assert a[:2] == b[:2] == (epoch, k + 1)  # the same position on every process
+        assert a[2] + b[2] == [i for _, i in plan.epoch(epoch)[k]] and not set(a[2]) & set(b[2])
+    assert keys(1, 2, start_epoch=1, start_position=1) == r1[3:] + keys(1, 2, start_epoch=2)[:3]
