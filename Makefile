@@ -26,8 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_losses.py
-	$(PY) bench/bench_par.py
+	$(PY) bench/bench_par.py --threads 1
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_train_step.py --threads 1
+	$(PY) bench/bench_validation.py --threads 1
 
 clean:
 	rm -rf work .pytest_cache
