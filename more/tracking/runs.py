@@ -325,7 +325,14 @@ class TrialTracker:
         def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
             self._guard(f"logging iteration {metrics.get('iter')}", self._record, metrics, checkpoint_dir)
             if inner is not None:
-                inner(metrics, checkpoint_dir)
+                try:
+                    inner(metrics, checkpoint_dir)
+                except SystemExit as exc:
+                    # Tune stops a trial (stopper, scheduler) by raising SystemExit(0) here while it tears the
+                    # trial's process down: end the run at once, before anything else runs in this thread.
+                    if exc.code in (0, None):
+                        self.finish("FINISHED")
+                    raise
 
         return report
 
@@ -458,17 +465,19 @@ class TrialTracker:
             shutil.rmtree(self._staging, ignore_errors=True)
 
     def _finish(self, status: str, error: str) -> None:
+        # The tags and the status first: they are quick, and a trial's process may be torn down while the
+        # artifacts below are still uploading (artifacts can be added to an ended run).
         if error:
             self.client.set_tag(self.run_id, "more.error", error)
         if self.pictures_skipped:
             self.client.set_tag(self.run_id, "more.pictures_skipped", str(self.pictures_skipped))
+        self.client.set_terminated(self.run_id, status=status)
         if self._log_file.is_file():
             self.client.log_artifact(self.run_id, str(self._log_file))
         if self.log_checkpoint and status == "FINISHED" and self.last_checkpoint:
             ckpt = Path(self.last_checkpoint)
             if ckpt.is_dir():
                 self.client.log_artifacts(self.run_id, str(ckpt), f"checkpoint/{ckpt.name}")
-        self.client.set_terminated(self.run_id, status=status)
 
     def __enter__(self) -> TrialTracker:
         return self

@@ -226,3 +226,28 @@ def test_a_trial_stopped_early_by_tune_ends_finished(make_store):
             raise SystemExit(0)  # what tune.report raises in a trial that a scheduler or stopper ended
     run = launch.client.get_run(trial.run_id)
     assert run.info.status == "FINISHED" and "more.error" not in run.data.tags
+
+
+def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_report(make_store):
+    """Tune raises SystemExit(0) in ``tune.report`` while it tears the trial's process down: the run must be ended
+    right there, not later in ``__exit__``, which the process may not live to reach."""
+    uri = make_store()
+    launch = LaunchTracker.start(uri, "stop_spec", DIGEST, "", "abc", strict=True)
+    trial = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "r-s0"), {}, strict=True)
+    status_seen = []
+
+    def tune_report(metrics, checkpoint_dir):
+        raise SystemExit(0)
+
+    report = trial.report_callback(tune_report)
+    try:
+        report({"iter": 3.0, "val/seg/miou": 1.0}, None)
+    except SystemExit:
+        status_seen.append(launch.client.get_run(trial.run_id).info.status)
+    assert status_seen == ["FINISHED"]
+    assert [m.step for m in launch.client.get_metric_history(trial.run_id, "val/seg/miou")] == [3]
+    # a failure raised by the report is not a stop: the run stays open for __exit__ to end FAILED
+    failing = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "f-s0"), {}, strict=True)
+    with pytest.raises(SystemExit):
+        failing.report_callback(lambda m, c: (_ for _ in ()).throw(SystemExit(3)))({"iter": 1.0}, None)
+    assert launch.client.get_run(failing.run_id).info.status == "RUNNING"
