@@ -1,0 +1,58 @@
+"""The benchmark scripts still run (no figure is checked here: speed lives in bench/, never in timed tests).
+
+Each script runs as a user would run it, on the tiny configuration, and must print its table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tiny_config import TINY
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(*args: str) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_train_step_bench_prints_the_summary_and_a_breakdown_with_every_loss():
+    out = run_script("bench/bench_train_step.py", "--threads", "1", "--iters", "1", "--warmup", "1", *TINY)
+    assert "| eager |" in out and "Breakdown (eager" in out
+    for phase in ("cam pass", "PAR refinement", "backward", "optimizer step", "loss: cre", "loss: ure", "loss: energy"):
+        assert f"| {phase} |" in out, phase
+
+
+def test_validation_bench_times_each_batch_size():
+    out = run_script("bench/bench_validation.py", "--threads", "1", "--images", "6", "--batch", "1,3", *TINY)
+    assert "| 1 |" in out and "| 3 |" in out and "1.00x" in out
+
+
+def test_losses_bench_compares_every_hot_spot_with_its_loop():
+    out = run_script("bench/bench_losses.py", "--repeat", "1", "--energy-batch", "0", "--energy-loop-grid", "8")
+    for entry in ("L_ure ", "L_cre ", "L_cre all rows", "PTC mask", "bilateral 8x8"):
+        assert entry in out, entry
+
+
+def test_harness_bench_gaps_come_from_the_trainers_run_folders(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_harness import scheduling_gaps
+
+    rows = []
+    for i, (start, end) in enumerate([(10.0, 20.0), (21.5, 30.0), (30.25, 40.0)]):
+        run = tmp_path / f"t{i}" / "run"
+        run.mkdir(parents=True)
+        for name, stamp in (("config.yaml", start), ("metrics.json", end)):
+            (run / name).write_text("{}")
+            os.utime(run / name, (stamp, stamp))
+        rows.append({"trial": f"t{i}", "status": "TERMINATED", "run_dir": str(run), "metrics": {}})
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "results.json").write_text(json.dumps({"trials": rows[::-1]}))
+    assert scheduling_gaps(tmp_path) == [1.5, 0.25]
