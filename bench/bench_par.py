@@ -72,11 +72,14 @@ def reference_refine(par, images255, cams, labels, high, low, down_scale=2, igno
     imgs = images255.to(torch.uint8).float() / 255.0
     small = [h // down_scale, w // down_scale]
     imgs = F.interpolate(imgs, size=small, mode="bilinear", align_corners=False)
-    lab = torch.cat([torch.ones(b, 1), labels], dim=1)
-    bkg_h = F.interpolate(torch.cat([torch.full((b, 1, h, w), high), cams], 1), size=small, mode="bilinear")
-    bkg_l = F.interpolate(torch.cat([torch.full((b, 1, h, w), low), cams], 1), size=small, mode="bilinear")
-    out_h = torch.empty(b, h, w, dtype=torch.long)
-    out_l = torch.empty(b, h, w, dtype=torch.long)
+    device = cams.device
+    lab = torch.cat([torch.ones(b, 1, device=device), labels], dim=1)
+    bkg_h = F.interpolate(torch.cat([torch.full((b, 1, h, w), high, device=device), cams], 1), size=small,
+                          mode="bilinear")
+    bkg_l = F.interpolate(torch.cat([torch.full((b, 1, h, w), low, device=device), cams], 1), size=small,
+                          mode="bilinear")
+    out_h = torch.empty(b, h, w, dtype=torch.long, device=device)
+    out_l = torch.empty(b, h, w, dtype=torch.long, device=device)
     for i in range(b):
         key = torch.nonzero(lab[i])[:, 0]
         for with_bkg, out in ((bkg_h, out_h), (bkg_l, out_l)):

@@ -189,7 +189,9 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
     code = _publish(spec, digest, store, rows)
     if launch is not None and launch.enabled:
         from more.harness.results import format_table, to_csv, to_json
+        from more.tracking import trial_key
 
+        launch.close_orphans({trial_key(digest, r.trial): (r.status, r.error) for r in rows})
         launch.log_results(markdown=format_table(rows, spec.metric), csv=to_csv(rows),
                            json_text=to_json(spec, digest, rows))
         launch.finish("FINISHED" if code == 0 else "FAILED")

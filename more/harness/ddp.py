@@ -31,6 +31,7 @@ from typing import Any
 from more.harness.spec import Resources
 
 REPORT, LOG, GO_ON, STOP = "report", "log", "go on", "stop"
+COLLECTIVE_TIMEOUT_S = 4 * 3600  # process-group timeout (Ray's default is 1800 s)
 
 
 class TrialStopped(Exception):
@@ -76,7 +77,8 @@ def build_trainer(cfg: Any, resources: Resources, *, run_dir: Path, resume: str 
         train_loop_config={"cfg": cfg, "run_dir": str(run_dir), "resume": resume, "channel": channel},
         scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=use_gpu,
                                      resources_per_worker=resources.per_worker()),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # rank 0 evaluates while the others wait in their next collective: allow a long validation pass (COCO)
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=COLLECTIVE_TIMEOUT_S),
         run_config=RunConfig(name="ray_train", storage_path=str(run_dir.parent.resolve()),
                              failure_config=FailureConfig(max_failures=0)),
     )

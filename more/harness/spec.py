@@ -291,7 +291,7 @@ def _sweeps(value: Any, fail: Any) -> dict[str, list[Any]]:
 
 def _resources(value: Any, fail: Any, *, workers: bool = False) -> Resources:
     """``{cpus, gpus}``, and with ``workers=True`` (ablation specs) also ``workers``: the number of DDP processes,
-    by default one per GPU when ``gpus`` is a whole number > 1."""
+    by default one per GPU when ``gpus`` is a whole number > 1; with several workers, ``gpus`` is 0 or one each."""
     keys = ("cpus", "gpus", "workers") if workers else ("cpus", "gpus")
     value = {} if value is None else value
     if not isinstance(value, dict):
@@ -308,9 +308,10 @@ def _resources(value: Any, fail: Any, *, workers: bool = False) -> Resources:
     default_workers = int(gpus) if workers and gpus > 1 else 1
     n = value.get("workers", default_workers)
     _check_int(n, "resources.workers", 1, fail)
-    if n > 1 and gpus > 0 and not (float(gpus) / n).is_integer():
-        raise fail(f"resources.gpus={gpus!r} with resources.workers={n}: each worker needs a whole number of GPUs; "
-                   f"need gpus divisible by workers (e.g. gpus: {n}) or gpus: 0 (CPU workers, gloo)")
+    if n > 1 and gpus not in (0, n):
+        # each DDP process trains on one GPU (DistributedDataParallel with one device per process)
+        raise fail(f"resources.gpus={gpus!r} with resources.workers={n}: each worker trains on exactly one GPU; "
+                   f"need gpus: {n} (one per worker) or gpus: 0 (CPU workers, gloo)")
     return Resources(cpus=float(cpus), gpus=float(gpus), workers=n)
 
 

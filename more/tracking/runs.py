@@ -179,6 +179,33 @@ class LaunchTracker:
             return []
         return _search(self.client, self.experiment_id, f"tags.`{PARENT_TAG}` = {_quoted(self.run_id)}")
 
+    def close_orphans(self, outcomes: dict[str, tuple[str, str]]) -> list[str]:
+        """End the child runs that Tune finished but whose trial process did not live to end them.
+
+        Tune stops a trial (stop rule, scheduler, end of the experiment) by tearing its process down while the
+        trial ends its run, and a lost node takes the process with it: such a run can stay RUNNING. The driver
+        knows every trial's outcome, so it ends those runs here.
+
+        Args:
+            outcomes: ``{trial key: (Tune status, error summary)}`` of the launch's trials; only TERMINATED and
+                ERROR trials are closed (FINISHED, or FAILED with ``more.error``), others are left as they are.
+
+        Returns:
+            The keys of the runs it ended (each tagged ``more.closed_by=driver``).
+        """
+        closed = []
+        for run in self._call("listing the trial runs", self.trial_runs) or []:
+            key = run.data.tags.get("more.trial_key", "")
+            status, error = outcomes.get(key, ("", ""))
+            if run.info.status != "RUNNING" or status not in ("TERMINATED", "ERROR"):
+                continue
+            if status == "ERROR" and error:
+                self._call("tagging an orphan run", self.client.set_tag, run.info.run_id, "more.error", error[:5000])
+            self._call("tagging an orphan run", self.client.set_tag, run.info.run_id, "more.closed_by", "driver")
+            self._call("ending an orphan run", self.client.set_terminated, run.info.run_id, STATUS[status])
+            closed.append(key)
+        return closed
+
     def finish(self, status: str = "FINISHED") -> None:
         self._call("ending the launch run", self.client.set_terminated, self.run_id, STATUS.get(status, status))
 
@@ -379,7 +406,8 @@ class TrialTracker:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values[(key, step)] = float(value)
         torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        if ("sys/peak_gpu_mem_gb", step) not in values and torch is not None and torch.cuda.is_available() \
+                and torch.cuda.is_initialized():  # the trainer reports its own GPU's peak; this is the fallback
             values[("sys/peak_gpu_mem_gb", step)] = torch.cuda.max_memory_allocated() / 2**30
         values[("time/tracking_sec", step)] = self.overhead_s
         return [Metric(key, v, now, s) for (key, s), v in values.items()]

@@ -9,6 +9,7 @@ gradient (§2.8: the decoder before ``seg_start``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +40,16 @@ def dist_info() -> DistInfo:
 
 
 def process_device(device: torch.device) -> torch.device:
-    """``cuda`` without an index means this process's GPU: the one the launcher made current (Ray Train and the
-    usual ``torch.cuda.set_device(local_rank)`` both do), not GPU 0 for every process of a node."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
+    """Under DDP, ``cuda`` means this process's GPU: the one the launcher made current (Ray Train and the usual
+    ``torch.cuda.set_device(local_rank)`` both do), not GPU 0 for every process of a node. An explicit index
+    (``cuda:0``) would put every process on the same GPU, which NCCL refuses: it is replaced, with a warning."""
+    if device.type != "cuda":
+        return device
+    current = torch.device("cuda", torch.cuda.current_device())
+    if device.index is not None and device.index != current.index:
+        warnings.warn(f"runtime.device={device} ignored under DDP: this process trains on its own GPU {current}",
+                      stacklevel=2)
+    return current
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

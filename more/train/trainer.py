@@ -266,6 +266,8 @@ def train(
             metrics = {"iter": float(done), **eval_metrics(result, names), "time/eval_sec": time.perf_counter() - t0}
             if not np.isnan(sec_per_iter):
                 metrics["time/sec_per_iter"] = sec_per_iter
+            if device.type == "cuda":  # this process's own GPU (rank 0's under DDP, where the reporter has none)
+                metrics["sys/peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
                 if k in last:
                     metrics[k] = last[k]

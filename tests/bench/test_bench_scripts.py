@@ -37,8 +37,17 @@ def test_validation_bench_times_each_batch_size():
 
 def test_losses_bench_compares_every_hot_spot_with_its_loop():
     out = run_script("bench/bench_losses.py", "--repeat", "1", "--energy-batch", "0", "--energy-loop-grid", "8")
-    for entry in ("L_ure ", "L_cre ", "L_cre all rows", "PTC mask", "bilateral 8x8"):
-        assert entry in out, entry
+    entries = [line.split("  ")[0] for line in out.splitlines()]
+    for entry in ("L_ure", "L_cre", "L_cre all rows", "L_ure fwd+bwd", "L_cre fwd+bwd", "PTC mask", "bilateral 8x8"):
+        assert entry in entries, entry
+
+
+def test_par_bench_compares_both_channel_modes_with_the_loop():
+    out = run_script("bench/bench_par.py", "--threads", "1", "--size", "64", "--batch", "2", "--repeats", "1")
+    assert "reference loop" in out and "multi_scale_cam without the model" in out
+    for mode in ("all", "present"):
+        line = next(ln for ln in out.splitlines() if f"channels={mode}" in ln)
+        assert "label agreement 100.0000 %" in line, line
 
 
 def test_harness_bench_gaps_come_from_the_trainers_run_folders(tmp_path):

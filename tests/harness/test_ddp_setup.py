@@ -21,7 +21,7 @@ def spec(resources=None) -> dict:
     ({"gpus": 0.5}, 1, {"CPU": 1.0, "GPU": 0.5}),
     ({"gpus": 2}, 2, {"CPU": 1.0, "GPU": 1.0}),  # how one asks for 2 GPUs per trial: one process per GPU
     ({"gpus": 2, "cpus": 4}, 2, {"CPU": 4.0, "GPU": 1.0}),
-    ({"gpus": 4, "workers": 2}, 2, {"CPU": 1.0, "GPU": 2.0}),
+    ({"gpus": 4}, 4, {"CPU": 1.0, "GPU": 1.0}),
     ({"gpus": 2, "workers": 1}, 1, {"CPU": 1.0, "GPU": 2.0}),  # one process holding two GPUs, as before
     ({"workers": 2, "cpus": 0.5}, 2, {"CPU": 0.5, "GPU": 0.0}),  # CPU processes (gloo)
 ])
@@ -39,7 +39,9 @@ def test_workers_default_to_one_per_gpu(resources, workers, per_worker):
     ({"workers": 1.5}, "resources.workers=1.5: need an integer >= 1"),
     ({"workers": True}, "resources.workers=True: need an integer >= 1"),
     ({"workers": "2"}, "resources.workers='2': need an integer >= 1"),
-    ({"gpus": 2, "workers": 4}, "resources.gpus=2 with resources.workers=4: each worker needs a whole number of GPUs"),
+    ({"gpus": 2, "workers": 4}, "resources.gpus=2 with resources.workers=4: each worker trains on exactly one GPU"),
+    ({"gpus": 4, "workers": 2}, "resources.gpus=4 with resources.workers=2: each worker trains on exactly one GPU; "
+                                "need gpus: 2 (one per worker) or gpus: 0"),
     ({"gpus": 3, "workers": 2}, "resources.gpus=3 with resources.workers=2"),
     ({"gpus": 0.5, "workers": 2}, "resources.gpus=0.5 with resources.workers=2"),
     ({"gpus": 2.5}, "resources.gpus=2.5: need a fraction in [0, 1] or a whole number of GPUs"),

@@ -251,3 +251,22 @@ def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_
     with pytest.raises(SystemExit):
         failing.report_callback(lambda m, c: (_ for _ in ()).throw(SystemExit(3)))({"iter": 1.0}, None)
     assert launch.client.get_run(failing.run_id).info.status == "RUNNING"
+
+
+def test_the_driver_ends_runs_whose_trial_process_died_before_ending_them(make_store):
+    uri = make_store()
+    launch = LaunchTracker.start(uri, "orphan_spec", DIGEST, "", "abc", strict=True)
+    keys = {name: trial_key(DIGEST, name) for name in ("stopped-s0", "lost-s0", "done-s0", "pending-s0")}
+    trials = {name: TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True)
+              for name, key in keys.items()}
+    for trial in trials.values():
+        trial.report_callback()({"iter": 3.0, "val/seg/miou": 1.0}, None)
+    trials["done-s0"].finish("FAILED", error="RuntimeError: its own")  # ended by its trial: left alone
+    closed = launch.close_orphans({keys["stopped-s0"]: ("TERMINATED", ""), keys["lost-s0"]: ("ERROR", "NodeDied: x"),
+                                   keys["done-s0"]: ("TERMINATED", ""), keys["pending-s0"]: ("PENDING", "")})
+    assert sorted(closed) == sorted([keys["stopped-s0"], keys["lost-s0"]])
+    runs = {name: launch.client.get_run(t.run_id) for name, t in trials.items()}
+    assert runs["stopped-s0"].info.status == "FINISHED" and runs["stopped-s0"].data.tags["more.closed_by"] == "driver"
+    assert runs["lost-s0"].info.status == "FAILED" and runs["lost-s0"].data.tags["more.error"] == "NodeDied: x"
+    assert runs["done-s0"].info.status == "FAILED" and "more.closed_by" not in runs["done-s0"].data.tags
+    assert runs["pending-s0"].info.status == "RUNNING"
