@@ -7,7 +7,6 @@ Every error is a :class:`ConfigError` whose message names the dotted key and the
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -18,6 +17,7 @@ import yaml
 
 from more.config.presets import FIDELITY_LEVELS, PRESETS, fidelity_overrides
 from more.config.schema import MoReConfig
+from more.hints import did_you_mean
 
 
 class ConfigError(ValueError):
@@ -51,8 +51,7 @@ SECTIONS = {k.split(".")[0] for k in LEAF_TYPES if "." in k}
 
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, list(LEAF_TYPES) + sorted(SECTIONS), n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(key, list(LEAF_TYPES) + sorted(SECTIONS))
     return ConfigError(f"{where}unknown config key '{key}'{hint}")
 
 
@@ -394,9 +393,7 @@ def get(cfg: MoReConfig, key: str) -> Any:
 
 
 def _choice_error(where: str, key: str, value: Any, choices: list[str] | tuple[str, ...]) -> ConfigError:
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"{where}{key}={value!r}: must be one of {', '.join(choices)}{hint}")
+    return ConfigError(f"{where}{key}={value!r}: must be one of {', '.join(choices)}{did_you_mean(value, choices)}")
 
 
 def num_classes(cfg: MoReConfig) -> int:

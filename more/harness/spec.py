@@ -11,7 +11,6 @@ anywhere in the spec fails early with the condition, the sweep point and the dot
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -25,6 +24,7 @@ import yaml
 
 from more.config import ConfigError, MoReConfig, get, load_config
 from more.config.load import flatten
+from more.hints import did_you_mean
 
 SPEC_KEYS = (
     "name", "description", "experiment", "conditions", "sweeps", "sweep_mode", "seeds", "resources", "max_concurrent",
@@ -171,8 +171,7 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
 
     for key in data:
         if key not in SPEC_KEYS:
-            close = difflib.get_close_matches(str(key), SPEC_KEYS, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(SPEC_KEYS)})"
+            hint = did_you_mean(key, SPEC_KEYS, otherwise=f" (known keys: {', '.join(SPEC_KEYS)})")
             raise fail(f"unknown spec key '{key}'{hint}")
     name = data.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -298,8 +297,7 @@ def _resources(value: Any, fail: Any, *, workers: bool = False) -> Resources:
         raise fail(f"resources={value!r}: expected {{cpus: N, gpus: G{', workers: W' if workers else ''}}}")
     for key in value:
         if key not in keys:
-            close = difflib.get_close_matches(str(key), list(keys), n=1)
-            raise fail(f"resources.{key}: unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
+            raise fail(f"resources.{key}: unknown key{did_you_mean(key, keys)}")
     cpus, gpus = value.get("cpus", 1), value.get("gpus", 0)
     if not _is_number(cpus) or cpus <= 0:
         raise fail(f"resources.cpus={cpus!r}: need a number > 0")
@@ -330,8 +328,7 @@ def _scheduler(value: Any, fail: Any) -> dict[str, Any] | None:
     allowed = {"type": None, "grace_period": 1, "reduction_factor": 2, "max_t": 1, "time_attr": None}
     for key in value:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.5)
-            raise fail(f"scheduler.{key}: unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
+            raise fail(f"scheduler.{key}: unknown key{did_you_mean(key, allowed, cutoff=0.5)}")
     out = {"type": "asha", "time_attr": value.get("time_attr", "iter")}
     for key in ("grace_period", "reduction_factor", "max_t"):
         if key in value:
@@ -371,15 +368,11 @@ def _check_metric(metric: Any, key: str, fail: Any) -> None:
                f"val/<{'|'.join(OUTPUTS)}>/<{'|'.join(OUTPUT_METRICS)}>)")
     known = ["iter", "val/cls_f1", "time/sec_per_iter", "train/loss",
              *(f"val/{o}/{m}" for o in OUTPUTS for m in OUTPUT_METRICS)]
-    close = difflib.get_close_matches(metric.lower(), known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise fail(f"{key}={metric!r}: {why}{hint}")
+    raise fail(f"{key}={metric!r}: {why}{did_you_mean(metric.lower(), known)}")
 
 
 def _choice(fail: Any, key: str, value: Any, choices: tuple[str, ...]) -> SpecError:
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return fail(f"{key}={value!r}: must be one of {', '.join(choices)}{hint}")
+    return fail(f"{key}={value!r}: must be one of {', '.join(choices)}{did_you_mean(value, choices, cutoff=0.5)}")
 
 
 def _is_number(value: Any) -> bool:

@@ -18,11 +18,12 @@ trial can violate a constraint (nothing is rejected after the fact).
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from more.hints import did_you_mean
 
 KINDS = ("float", "int", "categorical")
 PARAM_KEYS = ("type", "low", "high", "log", "step", "choices")
@@ -140,8 +141,7 @@ def _param(key: str, value: Any, where: str) -> Param:
         raise SpaceError(f"{name}={value!r}: expected a mapping such as {{type: float, low: 0.1, high: 0.9}}")
     for field in value:
         if field not in PARAM_KEYS:
-            close = difflib.get_close_matches(str(field), PARAM_KEYS, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(PARAM_KEYS)})"
+            hint = did_you_mean(field, PARAM_KEYS, cutoff=0.5, otherwise=f" (known: {', '.join(PARAM_KEYS)})")
             raise SpaceError(f"{name}: unknown field '{field}'{hint}")
     kind = value.get("type")
     if kind not in KINDS:
@@ -193,8 +193,7 @@ def _constraint(text: Any, params: dict[str, Param], where: str) -> Constraint:
         raise SpaceError(f"constraints: {text!r}: the margin must be >= 0")
     for key in (lower, upper):
         if key not in params:
-            close = difflib.get_close_matches(key, list(params), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (searched: {', '.join(params)})"
+            hint = did_you_mean(key, params, otherwise=f" (searched: {', '.join(params)})")
             raise SpaceError(f"constraints: {text!r}: '{key}' is not a key of {where}{hint}")
         if params[key].kind == "categorical":
             raise SpaceError(f"constraints: {text!r}: '{key}' is categorical; constraints need numeric keys")

@@ -27,7 +27,6 @@ Every searched key is checked against the config schema (both bounds, every choi
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -46,6 +45,7 @@ from more.harness.spec import (
     _scheduler,
     read_spec_yaml,
 )
+from more.hints import did_you_mean
 from more.search.space import SearchSpace, SpaceError, parse_space
 
 KINDS = ("cached", "training")
@@ -121,9 +121,8 @@ def parse_search_spec(data: Any, *, path: Path | None = None) -> SearchSpec:
     for key in data:
         if key not in allowed:
             other = key in (TRAINING_ONLY if kind == "cached" else CACHED_ONLY)
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
             hint = (f" (only for kind {'training' if kind == 'cached' else 'cached'})" if other else
-                    f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(allowed)})")
+                    did_you_mean(key, allowed, otherwise=f" (known keys: {', '.join(allowed)})"))
             raise fail(f"unknown search key '{key}'{hint}")
     name = data.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
