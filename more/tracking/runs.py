@@ -393,7 +393,7 @@ class TrialTracker:
 
     def metric_batch(self, metrics: dict[str, float], step: int) -> list[Any]:
         """The metrics of one evaluation: the jsonl records since the last one, then ``metrics`` (which win on the
-        same key and step), ``sys/peak_gpu_mem_gb`` on CUDA and the tracking time so far."""
+        same key and step; the trainer's own include ``sys/peak_gpu_mem_gb`` on CUDA) and the tracking time so far."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -405,10 +405,6 @@ class TrialTracker:
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values[(key, step)] = float(value)
-        torch = sys.modules.get("torch")
-        if ("sys/peak_gpu_mem_gb", step) not in values and torch is not None and torch.cuda.is_available() \
-                and torch.cuda.is_initialized():  # the trainer reports its own GPU's peak; this is the fallback
-            values[("sys/peak_gpu_mem_gb", step)] = torch.cuda.max_memory_allocated() / 2**30
         values[("time/tracking_sec", step)] = self.overhead_s
         return [Metric(key, v, now, s) for (key, s), v in values.items()]
 
