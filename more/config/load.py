@@ -7,7 +7,9 @@ Every error is a :class:`ConfigError` whose message names the dotted key and the
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +20,7 @@ import yaml
 from more.config.presets import FIDELITY_LEVELS, PRESETS, fidelity_overrides
 from more.config.schema import MoReConfig
 from more.hints import did_you_mean
+from more.yamlio import YamlError, load_yaml
 
 
 class ConfigError(ValueError):
@@ -48,9 +51,13 @@ def _leaf_types() -> dict[str, Any]:
 
 LEAF_TYPES: dict[str, Any] = _leaf_types()
 SECTIONS = {k.split(".")[0] for k in LEAF_TYPES if "." in k}
+SECTIONS_ALL = {k.rsplit(".", i)[0] for k in LEAF_TYPES for i in range(1, k.count(".") + 1)}  # nested too
 
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
+    if key in SECTIONS_ALL:
+        example = next(k for k in LEAF_TYPES if k.startswith(key + "."))
+        return ConfigError(f"{where}'{key}' is a section, not a value: set one of its keys, e.g. {example}=...")
     hint = did_you_mean(key, list(LEAF_TYPES) + sorted(SECTIONS))
     return ConfigError(f"{where}unknown config key '{key}'{hint}")
 
@@ -77,7 +84,7 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
             raise bad
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value)
         if isinstance(value, str):
             try:
@@ -88,14 +95,19 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise bad
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-7" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads "1e-7" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise bad
+        if number is None:
+            raise bad
+        if not math.isfinite(number):  # NaN passes every range check (all comparisons are False)
+            raise ConfigError(f"{where}{key}={value!r}: expected a finite number")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -125,6 +137,32 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def checked_flatten(nested: dict[str, Any], where: str = "", prefix: str = "") -> dict[str, Any]:
+    """:func:`flatten` against the schema: a section must be a mapping, a value must not be one, and an unknown key
+    gets a did-you-mean among the keys of its own section."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        key = f"{prefix}{k}"
+        if key in SECTIONS_ALL:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}{key}={v!r}: expected a mapping (the '{key}' section), "
+                                  f"got {type(v).__name__}")
+            out.update(checked_flatten(v, where, key + "."))
+        elif key in LEAF_TYPES:
+            if isinstance(v, dict):
+                raise ConfigError(f"{where}{key}: expected {_type_name(LEAF_TYPES[key])}, got a mapping")
+            out[key] = v
+        else:
+            if isinstance(v, dict) and v:  # name the whole dotted key the user meant (lri.cre_weight)
+                key = next(iter(flatten(v, key + ".")))
+                raise ConfigError(f"{where}unknown config key '{key}'{did_you_mean(key, list(LEAF_TYPES))}")
+            level = [name[len(prefix):] for name in (*LEAF_TYPES, *SECTIONS_ALL)
+                     if name.startswith(prefix) and "." not in name[len(prefix):]]
+            hint = did_you_mean(key, [prefix + name for name in level]) or did_you_mean(key, list(LEAF_TYPES))
+            raise ConfigError(f"{where}unknown config key '{key}'{hint}")
+    return out
+
+
 def to_dict(cfg: MoReConfig) -> dict[str, Any]:
     """The config as a plain nested dict (YAML-ready)."""
     return dataclasses.asdict(cfg)
@@ -144,9 +182,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+        value = load_yaml(raw, where=f"override '{text}'") if raw.strip() else ""
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     return key, value
 
 
@@ -156,6 +194,11 @@ def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
         return {}
     if isinstance(items, dict):
         return dict(items)
+    if not isinstance(items, (list, tuple)):  # a string would be read one character at a time
+        raise ConfigError(f"overrides={items!r}: expected a list of key=value strings or a mapping of dotted keys")
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r}: expected a key=value string")
     return dict(parse_override(s) for s in items)
 
 
@@ -168,11 +211,13 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        data = load_yaml(p.read_text(), where=str(p))
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
     if data is None:
-        data = {}
+        raise ConfigError(f"{p}: the file is empty; a config needs at least 'preset: NAME' or one section")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -183,10 +228,15 @@ def _split_file(data: dict[str, Any], where: str) -> tuple[str | None, dict[str,
     preset = data.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"{where}preset={preset!r}: expected a preset name ({', '.join(PRESETS)})")
+    if "overrides" in data and data["overrides"] is None:
+        raise ConfigError(f"{where}overrides: has no value; remove it or give a mapping of dotted keys")
     overrides = data.pop("overrides", None)
-    flat = flatten(data)
-    if overrides:
-        flat.update(parse_overrides(overrides))
+    flat = checked_flatten(data, where)
+    if overrides is not None:
+        try:
+            flat.update(flatten(overrides) if isinstance(overrides, dict) else parse_overrides(overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
     return preset, flat
 
 
@@ -258,9 +308,12 @@ def apply_overrides(cfg: MoReConfig, overrides: list[str] | dict[str, Any], *, c
 def from_dict(data: dict[str, Any], *, where: str = "") -> MoReConfig:
     """Rebuild a config from a nested or flat dict (the inverse of :func:`to_dict` / :func:`to_flat`)."""
     cfg = MoReConfig()
-    for key, value in flatten(data).items():
+    for key, value in checked_flatten(data, where).items():
         _set(cfg, key, value, where)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
     return cfg
 
 
@@ -312,6 +365,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("auto", "bf16", "off"),
 }
 
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 NON_NEGATIVE = [
     "lir.cre_weight",
     "lir.ure_weight",
@@ -324,6 +378,8 @@ NON_NEGATIVE = [
     "loss.energy_weight",
     "loss.energy_scale",
     "optim.weight_decay",
+    "eval.crf_gauss_compat",
+    "eval.crf_bi_compat",
     "gcr.top_k",
     "data.num_workers",
     "eval.max_images",
@@ -362,6 +418,9 @@ POSITIVE = [
     "model.decoder_dilation",
     "pseudo.par_iters",
     "eval.crf_iters",
+    "eval.crf_gauss_sxy",
+    "eval.crf_bi_sxy",
+    "eval.crf_bi_srgb",
     "data.synth_classes",
     "data.synth_train",
     "data.synth_val",
@@ -415,6 +474,9 @@ def validate(cfg: MoReConfig, *, check_paths: bool = False) -> None:
     for key, choices in CHOICES.items():
         if get(cfg, key) not in choices:
             raise _choice_error("", key, get(cfg, key), choices)
+    if not DEVICE_RE.fullmatch(cfg.runtime.device):
+        raise ConfigError(f"runtime.device={cfg.runtime.device!r}: must be auto, cpu, cuda or cuda:N"
+                          f"{did_you_mean(cfg.runtime.device, ('auto', 'cpu', 'cuda'))}")
     from more.model.variants import VARIANTS  # light module: a dict of sizes, no torch import
 
     if cfg.model.variant not in VARIANTS:

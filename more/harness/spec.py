@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from more.config import ConfigError, MoReConfig, get, load_config
 from more.config.load import flatten
 from more.hints import did_you_mean
+from more.yamlio import YamlError, load_yaml
 
 SPEC_KEYS = (
     "name", "description", "experiment", "conditions", "sweeps", "sweep_mode", "seeds", "resources", "max_concurrent",
@@ -33,6 +32,7 @@ SPEC_KEYS = (
 SWEEP_MODES = ("grid", "one_at_a_time")
 MODES = ("max", "min")
 SCHEDULERS = ("fifo", "asha")
+TIME_ATTRS = ("iter", "training_iteration", "time_total_s")
 OUTPUTS = ("cam", "aux_cam", "lam", "fused", "seg")
 OUTPUT_METRICS = ("miou", "precision", "recall", "confusion")
 # Direction of the metrics whose "better" is known: a spec asking for the other one is a mistake.
@@ -123,32 +123,12 @@ class AblationSpec:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise SpecError(f"duplicate key '{key}' at line {line} (first defined at line {seen[key]})")
-        seen[key] = line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def read_spec_yaml(text: str, *, where: str = "spec") -> dict[str, Any]:
     """Parse spec YAML safely, refusing duplicate keys at any depth (e.g. two conditions with one name)."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
-    except SpecError as exc:
-        raise SpecError(f"{where}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{where}: not valid YAML: {exc}") from None
+        data = load_yaml(text, where=where)
+    except YamlError as exc:
+        raise SpecError(str(exc)) from None
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -187,6 +167,9 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
     overrides = _override_map(experiment.get("overrides"), "experiment.overrides", fail)
 
     raw_conditions = data.get("conditions")
+    for key in ("conditions", "sweeps", "seeds", "resources", "scheduler", "stop", "checkpoints", "tracking", "paper"):
+        if key in data and data[key] is None:  # `conditions:` with nothing after it is a mistake, not the defaults
+            raise fail(f"{key}: has no value; remove the key or give it one")
     if raw_conditions is None:
         conditions = {DEFAULT_CONDITION: {}}
     elif isinstance(raw_conditions, dict) and raw_conditions:
@@ -209,6 +192,12 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
         raise fail(f"seeds={seeds!r}: the grid is empty; need a non-empty list of integer seeds")
     if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise fail(f"seeds={seeds!r}: need distinct integers >= 0")
+    seeded = [where_ for where_, block in [("sweeps", sweeps), ("experiment.overrides", overrides),
+                                           *((f"conditions.{c}", o) for c, o in conditions.items())]
+              if "train.seed" in block]
+    if seeded:
+        raise fail(f"{seeded[0]}: sets train.seed, which 'seeds:' sets for every trial (it would be overridden "
+                   f"silently); list the seeds under 'seeds:' instead")
 
     metric = data.get("metric", "val/seg/miou")
     mode = data.get("mode", "max")
@@ -242,8 +231,57 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
         max_concurrent=max_concurrent,
         metric=metric, mode=mode, scheduler=_scheduler(data.get("scheduler"), fail), stop=_stop(data.get("stop"), fail),
         keep_checkpoints=keep, max_failures=max_failures, gpu_hours_per_trial=gpu_hours, description=description,
-        paper=data.get("paper"), tracking=data.get("tracking"), path=path,
+        paper=_paper(data.get("paper"), fail), tracking=_tracking(data.get("tracking"), fail), path=path,
     )
+
+
+TRACKING_KEYS = {"experiment": str, "log_checkpoint": bool}
+PAPER_KEYS = ("source", "columns", "rows", "table4", "defaults")  # columns, defaults: free-form notes
+
+
+def _tracking(value: Any, fail: Any) -> dict[str, Any] | None:
+    """``tracking: {experiment: NAME, log_checkpoint: true}`` (both optional)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail(f"tracking={value!r}: expected a mapping such as {{experiment: NAME, log_checkpoint: true}}")
+    for key, item in value.items():
+        if key not in TRACKING_KEYS:
+            known = f" (known keys: {', '.join(TRACKING_KEYS)})"
+            raise fail(f"tracking.{key}: unknown key{did_you_mean(key, TRACKING_KEYS, otherwise=known)}")
+        kind = TRACKING_KEYS[key]
+        if not isinstance(item, kind) or (kind is str and not item):
+            raise fail(f"tracking.{key}={item!r}: expected {'true/false' if kind is bool else 'a name'}")
+    return dict(value)
+
+
+def _paper(value: Any, fail: Any) -> Any:
+    """The published numbers: ``{source: text, rows: {condition: {metric: number}}, table4: {method: {class:
+    [iou, confusion]}}, defaults: {...}}``; every number in rows and table4 must be finite (the report uses them)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail(f"paper={value!r}: expected a mapping with 'rows' (and optional 'source', 'table4')")
+    for key in value:
+        if key not in PAPER_KEYS:
+            known = f" (known keys: {', '.join(PAPER_KEYS)})"
+            raise fail(f"paper.{key}: unknown key{did_you_mean(key, PAPER_KEYS, otherwise=known)}")
+    for key, levels in (("rows", "condition -> {metric: number}"), ("table4", "method -> {class: [iou, confusion]}")):
+        block = value.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise fail(f"paper.{key}={block!r}: expected a mapping {levels}")
+        for outer, inner in block.items():
+            if not isinstance(inner, dict):
+                raise fail(f"paper.{key}.{outer}={inner!r}: expected a mapping")
+            for name, number in inner.items():
+                numbers = number if key == "table4" and isinstance(number, list) and len(number) == 2 else [number]
+                if key == "table4" and numbers == [number]:
+                    raise fail(f"paper.table4.{outer}.{name}={number!r}: expected [iou, confusion]")
+                if not all(_is_number(n) for n in numbers):
+                    raise fail(f"paper.{key}.{outer}.{name}={number!r}: expected a finite number")
+    return value
 
 
 def _resolve_source(config: Any, path: Path | None, fail: Any) -> str:
@@ -271,7 +309,7 @@ def _override_map(value: Any, key: str, fail: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise fail(f"{key}={value!r}: expected a mapping of dotted keys to values")
+        raise fail(f"{key}={value!r}: expected a mapping of dotted keys to values, got {type(value).__name__}")
     return flatten(value)
 
 
@@ -330,6 +368,8 @@ def _scheduler(value: Any, fail: Any) -> dict[str, Any] | None:
         if key not in allowed:
             raise fail(f"scheduler.{key}: unknown key{did_you_mean(key, allowed, cutoff=0.5)}")
     out = {"type": "asha", "time_attr": value.get("time_attr", "iter")}
+    if out["time_attr"] not in TIME_ATTRS:
+        raise _choice(fail, "scheduler.time_attr", out["time_attr"], TIME_ATTRS)
     for key in ("grace_period", "reduction_factor", "max_t"):
         if key in value:
             _check_int(value[key], f"scheduler.{key}", allowed[key], fail)
@@ -347,7 +387,9 @@ def _stop(value: Any, fail: Any) -> dict[str, float]:
     for key, threshold in value.items():
         _check_metric(key, f"stop.{key}", fail)
         if not _is_number(threshold):
-            raise fail(f"stop.{key}={threshold!r}: need a number")
+            raise fail(f"stop.{key}={threshold!r}: need a finite number")
+        if key == "iter":
+            _check_int(threshold, "stop.iter", 1, fail)
     return {k: float(v) for k, v in value.items()}
 
 

@@ -123,9 +123,9 @@ def parse_space(space: Any, constraints: Any = None, *, where: str = "space") ->
     if not isinstance(space, dict) or not space:
         raise SpaceError(f"{where}: need a non-empty mapping of dotted config key -> {{type, low, high, ...}}")
     params = {key: _param(str(key), value, where) for key, value in space.items()}
-    parsed = [_constraint(c, params, where) for c in (constraints or [])]
-    if constraints is not None and not isinstance(constraints, list):
+    if constraints is not None and not isinstance(constraints, list):  # a string would be read char by char
         raise SpaceError(f"constraints={constraints!r}: expected a list such as ['a.x < a.y']")
+    parsed = [_constraint(c, params, where) for c in (constraints or [])]
     order = _order(list(params), parsed)
     for c in parsed:  # the right key must keep room above the left key's largest value
         lo, up = params[c.lower], params[c.upper]

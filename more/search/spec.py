@@ -43,6 +43,7 @@ from more.harness.spec import (
     _resolve_source,
     _resources,
     _scheduler,
+    _tracking,
     read_spec_yaml,
 )
 from more.hints import did_you_mean
@@ -197,7 +198,7 @@ def _training_fields(spec: SearchSpec, data: dict[str, Any], fail: Any) -> None:
     spec.max_concurrent = _int(data.get("max_concurrent", 1), "max_concurrent", 1, fail)
     spec.scheduler = _scheduler(data.get("scheduler"), fail)
     spec.max_failures = _int(data.get("max_failures", 0), "max_failures", 0, fail)
-    spec.tracking = data.get("tracking")
+    spec.tracking = _tracking(data.get("tracking"), fail)
 
 
 def _check_keys(spec: SearchSpec, fail: Any) -> None:

@@ -22,7 +22,7 @@ def spec_dict(**changes) -> dict:
         "seeds": [0, 1],
     }
     base.update(changes)
-    return base
+    return {k: v for k, v in base.items() if v is not None}  # None drops a key (a key without a value is an error)
 
 
 def expand_dict(data: dict):
@@ -153,7 +153,7 @@ def test_hash_follows_what_decides_results(tmp_path):
     spec, trials = expand_dict(spec_dict())
     digest = spec_hash(spec, trials)
     assert len(digest) == 12 and int(digest, 16) >= 0
-    same = spec_dict(paper={"miou": 76.4}, tracking={"x": 1}, max_concurrent=3, max_failures=5)
+    same = spec_dict(paper={"rows": {"more": {"miou": 76.4}}}, tracking={"experiment": "x"}, max_concurrent=3, max_failures=5)
     same["conditions"] = {"wo_cre": {"lir.cre_weight": 0.0}, "more": {}}  # order of conditions does not matter
     assert spec_hash(*expand_dict(same)) == digest
     for changed in (spec_dict(seeds=[0, 2]), spec_dict(resources={"cpus": 2}), spec_dict(metric="val/cam/miou"),
