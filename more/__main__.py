@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+import traceback
 
 COMMANDS: dict[str, str] = {
     "train": "Train MoRe from a config (YAML file or preset) with dotted overrides.",
@@ -59,13 +60,45 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_intermixed_args(argv[1:])
     except TypeError:  # argparse cannot intermix with subparsers (`data synth|check`)
         args = parser.parse_args(argv[1:])
-    from more.config import ConfigError
-
     try:
         return int(module.run(args) or 0)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 -- the one place that turns errors into exit codes
+        line = user_error_line(exc)
+        if line is None:
+            traceback.print_exc()
+            print(f"error: this is a bug in more ({type(exc).__name__}), not a problem with your input; please "
+                  f"report it with the traceback above and the command line", file=sys.stderr)
+            return 1
+        print(line, file=sys.stderr)
         return 2
+
+
+# The project's own error types for bad input: (module, class, what the line starts with). They are looked up in
+# sys.modules, so the handler imports nothing (a module that is not loaded cannot have raised).
+USER_ERRORS: tuple[tuple[str, str, str], ...] = (
+    ("more.config.load", "ConfigError", "config error"),
+    ("more.harness.spec", "SpecError", "spec error"),
+    ("more.search.space", "SpaceError", "spec error"),
+    ("more.yamlio", "YamlError", "error"),
+    ("more.preflight", "PreflightError", "error"),
+    ("more.train.checkpoint", "CheckpointError", "checkpoint error"),
+    ("more.tracking.store", "TrackingError", "tracking error"),
+)
+
+
+def user_error_line(exc: BaseException) -> str | None:
+    """The one ``... error: message`` line for a user error, or None for an unexpected exception (a bug)."""
+    for module_name, class_name, prefix in USER_ERRORS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if cls is not None and isinstance(exc, cls):
+            return f"{prefix}: {' '.join(str(exc).split())}"
+    if isinstance(exc, OSError) and exc.filename is not None:  # a path the user named: missing, a folder, denied
+        return f"error: {exc.filename}: {exc.strerror or exc}"
+    import yaml
+
+    if isinstance(exc, (yaml.YAMLError, UnicodeDecodeError)):
+        return f"error: cannot parse input: {' '.join(str(exc).split())}"
+    return None
 
 
 if __name__ == "__main__":

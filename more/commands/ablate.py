@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from more.harness.spec import AblationSpec, SpecError, Trial, expand, load_spec, spec_hash
+from more.harness.spec import AblationSpec, Trial, expand, load_spec, spec_hash
 
 if TYPE_CHECKING:
     from more.harness.results import TrialRow
@@ -42,24 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        spec = load_spec(args.spec)
-        trials = expand(spec)
-    except SpecError as exc:
-        print(f"spec error: {exc}", file=sys.stderr)
-        return 2
+    from more.commands.preflight import ablate_checks
+
+    spec = load_spec(args.spec)  # SpecError -> "spec error: ..." and exit 2 (more.__main__)
+    trials = expand(spec)
+    checked = ablate_checks(spec, trials, args)  # before Ray starts or anything is written
     digest = spec_hash(spec, trials)
     if args.dry_run:
-        print(dry_run_text(spec, trials, digest), end="")
+        print(dry_run_text(spec, trials, digest, checks=checked.text()), end="")
         return 0
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        print("--max-concurrent must be >= 1", file=sys.stderr)
-        return 2
     return launch(spec, trials, digest, args)
 
 
-def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
-    """The trial table (name, condition, overrides, seed), the count and the GPU-hour estimate."""
+def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks: str = "") -> str:
+    """The trial table (name, condition, overrides, seed), the count, the GPU-hour estimate and what the preflight
+    checked (``checks``)."""
     header = [
         f"spec {spec.name} (hash {digest}): {spec.source}",
         "experiment overrides: " + (_overrides_text(spec.overrides) or "-"),
@@ -81,7 +78,8 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
         estimate = "0 GPU-hours (CPU-only trials)"
     else:
         estimate = "unknown (set gpu_hours_per_trial in the spec)"
-    footer = ["", f"{len(trials)} trials; estimated {estimate}", "dry run: nothing launched"]
+    checked = ["preflight:", checks.rstrip("\n")] if checks else []
+    footer = ["", f"{len(trials)} trials; estimated {estimate}", *checked, "dry run: nothing launched"]
     return "\n".join(header + table + footer) + "\n"
 
 
@@ -108,7 +106,8 @@ def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.
     store = ExperimentStore(resolve_storage(args.storage), f"{spec.name}-{digest}")
     stored = (store.read_text("spec_hash") or "").strip()
     if stored and stored != digest:
-        print(f"refusing: {store.path} holds spec hash {stored}, but the spec now hashes to {digest}", file=sys.stderr)
+        print(f"error: refusing: {store.path} holds spec hash {stored}, but the spec now hashes to {digest}",
+              file=sys.stderr)
         return 2
     others = [(n, (store.read_text("spec_hash", name=n) or "").strip()) for n in store.siblings(f"{spec.name}-")]
     others = [(n, h) for n, h in others if h]
@@ -220,17 +219,11 @@ def _resource_problem(spec: AblationSpec, embedded: bool) -> str:
     (its autoscaler may still add such nodes)."""
     import ray
 
-    res = spec.resources
-    need = {"CPU": res.cpus, "GPU": res.gpus} if res.workers == 1 else res.per_worker()
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    # how many trial processes (the trial itself, or one DDP worker) each node can hold
-    fits = [min(int(have.get(k, 0.0) // v) for k, v in need.items() if v > 0) for have in nodes]
-    if sum(fits) >= res.workers:
+    from more.preflight import cluster_problem
+
+    text = cluster_problem(spec.resources, ray.nodes())
+    if not text:
         return ""
-    have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes) or "no nodes"
-    text = (f"no node can hold a trial of {res.cpus:g} CPU and {res.gpus:g} GPU (nodes: {have})" if res.workers == 1
-            else f"the cluster cannot hold {res.workers} DDP workers of {need['CPU']:g} CPU and {need['GPU']:g} GPU "
-                 f"(nodes: {have})")
     if embedded:
         return f"{text}; lower 'resources' in the spec or run on a cluster with --address"
     print(f"warning: {text}; waiting for the cluster's autoscaler", file=sys.stderr)

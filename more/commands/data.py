@@ -8,6 +8,9 @@ from pathlib import Path
 
 from more.config import load_config
 
+MIN_SYNTH_SIZE = 48  # measured: at 32 px and below, some training images come out without a visible object
+MAX_SYNTH_CLASSES = 8  # the generator's class designs (data.synth_classes is checked against the same number)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = load_config("synthetic").data  # defaults of the synthetic preset
@@ -34,24 +37,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from more.data.synth import SynthOptions, generate_dataset
+    from more.preflight import PreflightError, output_dir
 
-    for key in ("classes", "train", "val", "size"):
-        if getattr(args, key) <= 0:
-            print(f"error: --{key} must be > 0", file=sys.stderr)
-            return 2
+    for key, low in (("classes", 1), ("train", 1), ("val", 1), ("size", MIN_SYNTH_SIZE), ("seed", 0), ("test", -1)):
+        if getattr(args, key) < low:
+            why = " (smaller images lose their objects, and `data check` rejects a training image without one)" \
+                if key == "size" else ""
+            raise PreflightError(f"--{key} {getattr(args, key)}: must be >= {low}{why}")
+    if args.classes > MAX_SYNTH_CLASSES:
+        raise PreflightError(f"--classes {args.classes}: the synthetic generator has {MAX_SYNTH_CLASSES} class "
+                             f"designs; use 1..{MAX_SYNTH_CLASSES}")
+    output_dir(args.out, "--out")
     options = SynthOptions(classes=args.classes, train=args.train, val=args.val, size=args.size, seed=args.seed,
                            test=args.test)
     try:
         summary = generate_dataset(Path(args.out), options, force=args.force, progress=print)
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(summary.format())
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from more.data.check import inspect_dataset
+    from more.preflight import PreflightError, input_dir
+
+    input_dir(args.root, "dataset root")
+    if args.classes is not None and args.classes < 1:
+        raise PreflightError(f"--classes {args.classes}: need the number of foreground classes, >= 1")
 
     report = inspect_dataset(args.root, args.dataset, args.splits, args.classes)
     for problem in report.problems:

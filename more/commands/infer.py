@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.cfg
     split = args.split or ("train" if options.task in ("seeds", "masks") else cfg.eval.split)
     out = Path(args.out) if args.out else loaded.checkpoint.parent / options.default_dir_name(split)
+    from more.preflight import config_paths, output_dir
+
+    output_dir(out, "--out" if args.out else "the output folder")  # before any work: --out may be a file
+    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False)  # the checkpoint holds every weight
     ensure_dataset(cfg, progress=infer.log_stderr)
     try:
         dataset = build_eval_dataset(cfg, split)

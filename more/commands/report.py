@@ -81,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(args.tracking_uri)
     storage = Path(args.storage).expanduser().resolve() if args.storage else repo_root() / "work" / "ray_results"
+    from more.preflight import input_dir, output_dir
+    from more.preflight import tracking_uri as check_tracking
+
+    check_tracking(uri, probe=False)  # an unreachable server is fine here: the report falls back to results.json
+    if args.storage:
+        input_dir(storage, "--storage")
+    if args.out:
+        output_dir(Path(args.out).expanduser(), "--out")
     experiments = []
     for target in args.targets:
         try:
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  note: {note}", file=sys.stderr)
         experiments.append(exp)
 
+    _check_classes(args.classes, experiments, args.output)
     options = ReportOptions(output=args.output, checkpoint=checkpoint, formats=formats,
                             classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
     report = build_report(experiments, options)
@@ -109,6 +118,22 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report.summary, end="")
     return 0
+
+
+def _check_classes(text: str | None, experiments: list, output: str) -> None:
+    """``--classes``: every name must be a class the runs logged an IoU for (when they logged any)."""
+    from more.hints import did_you_mean
+    from more.preflight import PreflightError
+    from more.report.tables import discover_classes
+
+    wanted = [c.strip() for c in text.split(",") if c.strip()] if text is not None else []
+    if text is not None and not wanted:
+        raise PreflightError(f"--classes {text!r}: give comma-separated class names")
+    found = discover_classes([r for exp in experiments for r in exp.records], output)
+    unknown = [c for c in wanted if found and c not in found]
+    if unknown:
+        raise PreflightError(f"--classes: unknown class '{unknown[0]}'{did_you_mean(unknown[0], found)} (the runs "
+                             f"have: {', '.join(found)})")
 
 
 def _log_to_parents(experiments: list, out: Path) -> None:

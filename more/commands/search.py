@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, NamedTuple
 
-DEFAULT_OUT = "work/search"
+from more.search.study import DEFAULT_OUT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,62 +36,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from more.harness.spec import SpecError
+    from more.commands.preflight import search_checks
     from more.search.spec import load_search_spec
+    from more.search.study import created_paths, remove_if_empty
 
-    try:
-        spec = load_search_spec(args.spec)
-    except SpecError as exc:
-        print(f"spec error: {exc}", file=sys.stderr)
-        return 2
-    if args.trials is not None and args.trials < 1:
-        print("--trials must be >= 1", file=sys.stderr)
-        return 2
-    if spec.kind == "cached":
-        return run_cached(spec, args)
-    if args.checkpoint:
-        print("--checkpoint is for cached searches; a training search trains every trial", file=sys.stderr)
-        return 2
-    from more.search.tuned import run_training
+    spec = load_search_spec(args.spec)  # SpecError -> "spec error: ..." and exit 2 (more.__main__)
+    search_checks(spec, args)
+    with created_paths() as made:
+        code = 2
+        try:
+            if spec.kind == "cached":
+                code = run_cached(spec, args)
+            else:
+                from more.search.tuned import run_training
 
-    return run_training(spec, args)
+                code = run_training(spec, args)
+        finally:
+            if code == 2:  # stopped on its input (or raised): leave no empty study journal behind
+                remove_if_empty(made)
+    return code
 
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-class OpenedStudy(NamedTuple):
-    """Where a search's study lives and how many trials this run adds."""
-
-    name: str  # <spec name>-<hash>
-    out: Path  # the output folder
-    storage: Any
-    study: Any  # the existing Optuna study, or None
-    n_trials: int
-
-
-def open_study(spec, args, digest: str) -> OpenedStudy | str:  # noqa: ANN001 -- shared with more.search.tuned
-    """The study of ``spec`` with hash ``digest`` after the resume checks, or the error text that stops the run."""
-    from more.search.cached import existing_study, fail_stale_trials, finished_trials, make_storage
-
-    name = f"{spec.name}-{digest}"
-    out = Path(args.out or Path(DEFAULT_OUT) / name).resolve()
-    where = args.storage or out / "study.journal"
-    storage = make_storage(str(where))
-    study = existing_study(storage, name)
-    done = finished_trials(study) if study is not None else 0
-    if study is not None and study.get_trials(deepcopy=False) and not args.resume:
-        return f"study {name} already has {len(study.get_trials(deepcopy=False))} trials in {where}; pass --resume " \
-               f"to continue it"
-    if args.resume and study is None:
-        return f"nothing to resume: no study {name} in {where}; run without --resume"
-    if study is not None:
-        stale = fail_stale_trials(study)
-        if stale:
-            _log(f"{stale} trial(s) left running by an interrupted run marked FAIL")
-    n_trials = args.trials if args.trials is not None else spec.trials - done
-    return OpenedStudy(name, out, storage, study, n_trials)
 
 
 def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
@@ -103,19 +68,12 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
     from more.search.cached import SeedCache, build_seed_cache, cache_key, run_cached_study
     from more.search.report import log_study, write_outputs
     from more.search.spec import file_digest, search_hash
-    from more.train.checkpoint import CheckpointError
+    from more.search.study import open_study
 
-    if not args.checkpoint:
-        print("a cached search needs --checkpoint CKPT (a checkpoint file or folder, or a run folder)", file=sys.stderr)
-        return 2
     if spec.report_split is not None and spec.report_split == spec.tuning_split and not args.allow_same_split:
         print(_same_split_text(spec.tuning_split, "report_split in the spec"), file=sys.stderr)
         return 2
-    try:
-        loaded = load_run(args.checkpoint, spec.overrides)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    loaded = load_run(args.checkpoint, spec.overrides)  # CheckpointError -> exit 2 (more.__main__)
     cfg = loaded.cfg
     report_split = spec.report_split or cfg.eval.split
     if report_split == spec.tuning_split and not args.allow_same_split:

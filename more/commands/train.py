@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from more.config import TABLE3_CONDITIONS, ConfigError, load_config
+from more.config import TABLE3_CONDITIONS, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,32 +18,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resume_run_dir(resume: str, run_dir: str | None) -> str | None:
+    """Check ``--resume`` before anything is written: the checkpoint loads (``weights_only``), and without
+    ``--run-dir`` it sits where a run keeps it (``RUN/checkpoints/iter_N/checkpoint.pt``), so RUN is that run and
+    not some folder three levels above a stray file."""
+    from more.preflight import PreflightError
+    from more.train.checkpoint import load_checkpoint, resolve_checkpoint
+
+    file = resolve_checkpoint(resume)
+    load_checkpoint(file)  # CheckpointError for a missing, foreign or refused file
+    if run_dir:
+        return run_dir
+    if not (file.parent.name.startswith("iter_") and file.parent.parent.name == "checkpoints"):
+        raise PreflightError(f"--resume {resume}: {file} is not in a run's checkpoints/iter_N/ folder, so its run "
+                             f"folder is unknown; pass --run-dir DIR")
+    return str(file.parent.parent.parent)
+
+
 def run(args: argparse.Namespace) -> int:
-    from more.train import TrainingDiverged, train
-    from more.train.checkpoint import CheckpointError
+    from more.config import parse_overrides
+    from more.preflight import config_paths, device_available, output_dir
 
     overrides: dict = {}
     if args.condition:
         overrides.update(TABLE3_CONDITIONS[args.condition])
-    from more.config import parse_overrides
-
     overrides.update(parse_overrides(args.overrides))
     cfg = load_config(args.config, overrides, check_paths=True)
-    run_dir = args.run_dir
-    if args.resume and not run_dir:
-        from more.train.checkpoint import resolve_checkpoint
+    config_paths(cfg)
+    device_available(cfg.runtime.device)
+    run_dir = resume_run_dir(args.resume, args.run_dir) if args.resume else args.run_dir
+    from more.train.trainer import default_run_dir
 
-        run_dir = str(resolve_checkpoint(args.resume).parent.parent.parent)  # RUN/checkpoints/iter_N/checkpoint.pt
+    output_dir(run_dir or default_run_dir(cfg), "--run-dir" if run_dir else "the run folder (runtime.out_dir)")
+
+    from more.train import TrainingDiverged, train
+
     try:
         result = train(cfg, resume=args.resume, run_dir=run_dir)
     except TrainingDiverged as exc:
         print(f"training diverged: {exc}")
         return 3
-    except CheckpointError as exc:
-        print(f"checkpoint error: {exc}")
-        return 2
-    except ConfigError:
-        raise
     shown = {k: round(v, 3) for k, v in result.items() if k.endswith("/miou") or k == "iter"}
     print(json.dumps(shown, indent=2))
     return 0

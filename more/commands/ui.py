@@ -31,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
         is_loopback,
         is_server,
         port_in_use,
-        resolve_tracking_uri,
         sqlite_path,
         start_server,
         stop_server,
@@ -41,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"refusing to bind the MLflow UI to {args.host}: it has no authentication. Use the default "
               f"127.0.0.1 (and an SSH tunnel to reach it), or pass --allow-remote.", file=sys.stderr)
         return 2
-    try:
-        uri = resolve_tracking_uri(args.tracking_uri)
-    except TrackingError as exc:
-        print(f"tracking error: {exc}", file=sys.stderr)
-        return 2
+    from more.preflight import PreflightError, tracking_uri
+
+    if not 0 <= args.port <= 65535:
+        raise PreflightError(f"--port {args.port}: must be a port number in 0..65535 (0 picks a free one)")
+    uri, _ = tracking_uri(args.tracking_uri)  # a server must answer; a sqlite file must be a database
     if is_server(uri):
         print(f"the tracking store is already a server: open {uri} in a browser")
         return 0

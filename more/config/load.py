@@ -548,6 +548,9 @@ def resolved_top_k(cfg: MoReConfig) -> int:
     return int(cfg.gcr.top_k_ratio * base)
 
 
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz", ".bin")  # model.pretrained as a file, not a model name
+
+
 def check_config_paths(cfg: MoReConfig) -> None:
     """Require the files and folders a run reads; a synthetic set that will be generated is fine."""
     generated = cfg.data.dataset == "synthetic" and cfg.data.synth_generate
@@ -558,7 +561,7 @@ def check_config_paths(cfg: MoReConfig) -> None:
     w = cfg.model.pretrained
     if (
         w
-        and (os.sep in w or w.endswith((".pth", ".pt", ".safetensors", ".npz", ".bin")))
+        and (os.sep in w or w.endswith(WEIGHT_SUFFIXES))
         and not Path(w).expanduser().is_file()
     ):
         raise ConfigError(f"model.pretrained={w!r}: weights file does not exist")

@@ -115,11 +115,23 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
-        raise CheckpointError(f"cannot read checkpoint {file}: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {file}: {refusal_text(exc)}") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise CheckpointError(f"{file} is not a MoRe checkpoint (no 'model' entry)")
     payload["path"] = str(file)
     return payload
+
+
+def refusal_text(exc: BaseException) -> str:
+    """Torch's reason for not loading a file, without its advice to retry with ``weights_only=False``: that would
+    run whatever code the file carries, and we refused the file for exactly that."""
+    text = str(exc)
+    if "weights_only" not in text:
+        return f"{type(exc).__name__}: {' '.join(text.split())[:300]}"
+    reason = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "WeightsUnpickler" in line),
+                  "")
+    return ("it holds Python objects beyond tensors and plain containers, which are not loaded for safety"
+            + (f" ({reason[:200]})" if reason else ""))
 
 
 def load_model_weights(model: torch.nn.Module, payload: dict[str, Any]) -> None:

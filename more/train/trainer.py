@@ -29,7 +29,13 @@ from more.eval.evaluate import EvalResult, evaluate
 from more.model import build_model
 from more.provenance import git_sha
 from more.pseudo.par import PAR
-from more.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint, set_rng_state
+from more.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+    set_rng_state,
+)
 from more.train.data_order import _mix, iterate_batches
 from more.train.distributed import barrier, dist_info, first_bad_across, mean_across, process_device, wrap_ddp
 from more.train.optim import PolyWarmupAdamW
@@ -124,9 +130,6 @@ def train(
     run_path = Path(run_dir) if run_dir else default_run_dir(cfg)
     metrics_file = run_path / "metrics.jsonl"
     if ddp.is_main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_path / "config.yaml")
-        (run_path / "git.txt").write_text(git_sha() + "\n")
         ensure_dataset(cfg)
     if ddp.enabled:
         barrier()  # rank 0 generates a missing synthetic set; the others then only check it
@@ -155,11 +158,19 @@ def train(
     if resume:
         payload = load_checkpoint(resume, map_location=device)
         load_model_weights(model, payload)
-        optimizer.load_state_dict(payload["optimizer"])
-        start = int(payload["iteration"])
-        epoch, position = int(payload["data"]["epoch"]), int(payload["data"]["position"])
-        set_rng_state(payload["rng"])
-        if ddp.is_main:
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+            start = int(payload["iteration"])
+            epoch, position = int(payload["data"]["epoch"]), int(payload["data"]["position"])
+            set_rng_state(payload["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{payload['path']} does not fit this run (optimizer, data order or random "
+                                  f"state): {type(exc).__name__}: {exc}") from None
+    if ddp.is_main:  # only now: data, labels, weights, optimizer and the resumed checkpoint all fit
+        run_path.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_path / "config.yaml")
+        (run_path / "git.txt").write_text(git_sha() + "\n")
+        if resume:
             metrics_file.touch()
             # drop records written after the checkpoint by the interrupted run, so the file reads like one run
             kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]

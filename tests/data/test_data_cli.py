@@ -15,7 +15,7 @@ def test_synth_refuses_to_overwrite_and_force_replaces(tmp_path, capsys):
     train = out / "ImageSets" / "Segmentation" / "train.txt"
     assert len(read_split(train)) == 6
     (out / "extra.txt").write_text("mine")
-    assert main([*args[:-4], "--train", "4", "--size", "48"]) == 1
+    assert main([*args[:-4], "--train", "4", "--size", "48"]) == 2  # bad input: --out is not empty
     assert "not empty" in capsys.readouterr().err
     assert len(read_split(train)) == 6 and (out / "extra.txt").is_file()  # untouched
     assert main([*args[:-4], "--train", "4", "--size", "48", "--force"]) == 0
@@ -26,7 +26,7 @@ def test_synth_refuses_to_overwrite_and_force_replaces(tmp_path, capsys):
 def test_synth_into_an_empty_folder(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    args = ["data", "synth", "--out", str(out), "--classes", "2", "--train", "2", "--val", "2", "--size", "32"]
+    args = ["data", "synth", "--out", str(out), "--classes", "2", "--train", "2", "--val", "2", "--size", "48"]
     assert main(args) == 0
     assert (out / "README.txt").is_file()
 

@@ -153,7 +153,8 @@ def test_hash_follows_what_decides_results(tmp_path):
     spec, trials = expand_dict(spec_dict())
     digest = spec_hash(spec, trials)
     assert len(digest) == 12 and int(digest, 16) >= 0
-    same = spec_dict(paper={"rows": {"more": {"miou": 76.4}}}, tracking={"experiment": "x"}, max_concurrent=3, max_failures=5)
+    same = spec_dict(paper={"rows": {"more": {"miou": 76.4}}}, tracking={"experiment": "x"}, max_concurrent=3,
+                     max_failures=5)
     same["conditions"] = {"wo_cre": {"lir.cre_weight": 0.0}, "more": {}}  # order of conditions does not matter
     assert spec_hash(*expand_dict(same)) == digest
     for changed in (spec_dict(seeds=[0, 2]), spec_dict(resources={"cpus": 2}), spec_dict(metric="val/cam/miou"),
