@@ -100,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
         except SourceError as exc:
             print(f"no runs found for {target}: {exc}", file=sys.stderr)
             return 1
+        experiments.append(exp)
+    _check_classes(args.classes, experiments, args.output)
+    for exp in experiments:
         print(f"{exp.name} (spec hash {exp.spec_hash}): {len(exp.records)} trials from {exp.source}", file=sys.stderr)
         for note in exp.notes:
             print(f"  note: {note}", file=sys.stderr)
-        experiments.append(exp)
-
-    _check_classes(args.classes, experiments, args.output)
     options = ReportOptions(output=args.output, checkpoint=checkpoint, formats=formats,
                             classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
     report = build_report(experiments, options)

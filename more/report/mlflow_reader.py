@@ -16,9 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from more.report.sources import Checkpoint, Experiment, TrialRecord, parse_value
+from more.report.records import Checkpoint, Experiment, TrialRecord, parse_value
+from more.yamlio import load_yaml
 
 _PER_CLASS = re.compile(r"iter_(\d+)\.csv$")
 
@@ -204,7 +203,8 @@ def _parent_spec(client: Any, run_id: str) -> dict[str, Any]:
     if "spec.yaml" not in {a.path for a in client.list_artifacts(run_id)}:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        data = yaml.safe_load(Path(client.download_artifacts(run_id, "spec.yaml", tmp)).read_text())
+        path = Path(client.download_artifacts(run_id, "spec.yaml", tmp))
+        data = load_yaml(path.read_text(), where=f"spec.yaml of MLflow run {run_id}")
     return data if isinstance(data, dict) else {}
 
 

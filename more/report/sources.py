@@ -12,95 +12,27 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from more.report.records import (  # noqa: F401 -- re-exported: the report's modules import them from here
+    FAILED,
+    FINISHED,
+    MISSING,
+    Checkpoint,
+    Experiment,
+    TrialRecord,
+    normalize_status,
+    parse_value,
+)
+from more.yamlio import load_yaml
 
-FINISHED, FAILED, MISSING = "FINISHED", "FAILED", "MISSING"
-# Ray Tune and MLflow spell the same states differently; the report speaks MLflow's.
 _SWEEP_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")  # "a.b=1 c.d=[1, 2]"
-_STATUS = {"TERMINATED": FINISHED, "ERROR": FAILED, "FINISHED": FINISHED, "FAILED": FAILED}
-
-
-def normalize_status(status: str) -> str:
-    return _STATUS.get(str(status).upper(), str(status).upper() or "UNKNOWN")
 
 
 class SourceError(RuntimeError):
     """Neither MLflow nor the harness's files hold the runs asked for (the message says where it looked)."""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Which evaluation of a run the numbers come from: the last one, or the best one on a split.
-
-    ``best`` picks, per run, the evaluation with the highest ``<split>/<output>/miou``.
-    """
-
-    kind: str = "last"  # last | best
-    split: str = "val"
-
-    @classmethod
-    def parse(cls, text: str) -> Checkpoint:
-        if text == "last":
-            return cls()
-        if text.startswith("best:") and text[5:]:
-            return cls("best", text[5:])
-        raise ValueError(f"--checkpoint {text!r}: expected 'last' or 'best:<split>' (e.g. best:val)")
-
-    def selection_metric(self, output: str) -> str:
-        return f"{self.split}/{output}/miou"
-
-
-@dataclass
-class TrialRecord:
-    """One trial as the report sees it.
-
-    Attributes:
-        trial: trial name (``<condition>[-<key=value>...]-s<seed>``).
-        condition: the spec condition.
-        seed: ``train.seed`` (None when unknown).
-        sweep: the sweep point (dotted key -> value), ``{}`` for the base point.
-        status: FINISHED | FAILED | MISSING | RUNNING | KILLED | ... (MLflow's spelling).
-        error: why it failed or is missing ("" otherwise).
-        metrics: every metric of the chosen evaluation (``val/seg/miou``, ``val/seg/iou/<class>``, ...).
-        config: the flat resolved config (dotted key -> value).
-        iteration: the iteration of that evaluation (None when unknown).
-        confusion: per-class confusion ratio, output -> class -> FP/TP (from the per-class CSV artifact), if any.
-        run_id: the MLflow run id ("" when read from files).
-        run_dir: the trainer's run folder ("" when unknown).
-    """
-
-    trial: str
-    condition: str
-    seed: int | None
-    sweep: dict[str, Any]
-    status: str
-    error: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    iteration: int | None = None
-    confusion: dict[str, dict[str, float]] = field(default_factory=dict)
-    run_id: str = ""
-    run_dir: str = ""
-
-
-@dataclass
-class Experiment:
-    """The records of one spec (one launch identity), with where they were read from."""
-
-    name: str
-    spec_hash: str
-    records: list[TrialRecord]
-    source: str  # human-readable: "MLflow <uri> ..." or "results.json at <path>"
-    parent_run_id: str | None = None
-    tracking_uri: str | None = None  # set when read from a reachable MLflow store
-    sweeps: list[str] = field(default_factory=list)  # swept keys, spec order
-    conditions: list[str] = field(default_factory=list)  # spec order
-    paper: Any = None  # the spec's ``paper:`` block, if any
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,13 +52,14 @@ class SpecInfo:
 def read_spec(path: str | Path) -> SpecInfo:
     """Expand a spec with the harness's own code; when that fails (e.g. its config file is elsewhere), keep what the
     YAML says (name, conditions, sweeps, paper block) and let the runs' tags supply the hash."""
-    from more.harness.spec import SpecError, expand, load_spec, read_spec_yaml, spec_hash
+    from more.harness.spec import SpecError, _paper, expand, load_spec, read_spec_yaml, spec_hash
 
     try:
         spec = load_spec(path)
         trials = expand(spec)
     except SpecError as exc:
         data = read_spec_yaml(Path(path).read_text(), where=str(path))
+        _paper(data.get("paper"), lambda text: SpecError(f"{path}: {text}"))  # the report computes with it
         name = str(data.get("name") or Path(path).stem)
         tracking = data.get("tracking") if isinstance(data.get("tracking"), dict) else {}
         return SpecInfo(name, None, str(tracking.get("experiment") or name), [], list(data.get("sweeps") or {}),
@@ -264,20 +197,10 @@ def _sweep_dict(value: Any) -> dict[str, Any]:
             for i, m in enumerate(keys)}
 
 
-def parse_value(text: Any) -> Any:
-    """A config value stored as text (MLflow params, override text): read as YAML, else kept as text."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _flat_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    return _flatten(yaml.safe_load(path.read_text()) or {})
+    return _flatten(load_yaml(path.read_text(), where=str(path)) or {})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

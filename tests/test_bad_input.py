@@ -1,0 +1,461 @@
+"""Bad input across every command: exit code 2, one line naming the culprit, no traceback, no Ray, no file touched.
+
+Each case builds its files in its own folder, runs ``more.__main__.main(argv)`` in-process with that folder as the
+working directory, and hashes the folder before and after. ``ray.init``, the harness's Ray start and any ``ray`` or
+``mlflow`` subprocess fail the test if reached. The kinds follow issue 14: checked too late (``late``), touching the
+user's files (``touch``), a traceback for a user error (``trace``), accepted but wrong (``accept``), naming the
+wrong thing (``name``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_config import TINY
+
+from more.__main__ import main
+
+
+@dataclass(frozen=True)
+class Assets:
+    data: Path  # the tiny synthetic dataset (read only)
+    run: Path  # a run folder with one checkpoint (copied into a case before use)
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    name: str
+    build: Callable[[Path, Assets], list[str]]
+    expect: str  # a piece of the one stderr line: the flag, file, key or value at fault
+
+
+@pytest.fixture(scope="module")
+def assets(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Assets:
+    """A run folder with an untrained checkpoint of the tiny config (no training needed to test refusals)."""
+    from more.config import load_config, save_config
+    from more.model import build_model
+    from more.train.checkpoint import save_checkpoint
+    from more.train.optim import PolyWarmupAdamW
+
+    run = tmp_path_factory.mktemp("bad_input") / "run"
+    cfg = load_config("synthetic", [*TINY, f"data.root={tiny_root}", f"runtime.out_dir={run.parent}"])
+    model = build_model(cfg, load_weights=False)
+    groups = model.param_groups(lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult,
+                                weight_decay=cfg.optim.weight_decay)
+    optimizer = PolyWarmupAdamW(groups, cfg=cfg.optim, max_iters=cfg.train.max_iters)
+    save_checkpoint(run, iteration=3, model=model, optimizer=optimizer, data_state={"epoch": 0, "position": 0},
+                    cfg=cfg, keep=1)
+    save_config(cfg, run / "config.yaml")
+    return Assets(tiny_root, run)
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every way this process could start Ray (or a server) records the attempt and fails."""
+    import ray
+
+    import more.harness.local_ray as local_ray
+    import more.tracking.store as store
+
+    calls: list[str] = []
+
+    def refuse(what: str) -> Callable[..., None]:
+        def call(*_args: object, **_kwargs: object) -> None:
+            calls.append(what)
+            raise AssertionError(f"{what} was called for bad input")
+
+        return call
+
+    monkeypatch.setattr(ray, "init", refuse("ray.init"))
+    monkeypatch.setattr(local_ray, "ray_runtime", refuse("ray_runtime"))
+    monkeypatch.setattr(store, "start_server", refuse("start_server"))
+    real_popen = subprocess.Popen
+
+    class GuardedPopen(real_popen):  # a subclass, so code that checks isinstance(p, Popen) still works
+        def __init__(self, args: object, *rest: object, **kwargs: object) -> None:
+            text = " ".join(map(str, args)) if isinstance(args, (list, tuple)) else str(args)
+            if re.search(r"\bray\b|raylet|gcs_server|mlflow", text):
+                calls.append(text)
+                raise AssertionError(f"subprocess {text} for bad input")
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
+    return calls
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with its content hash (folders and links too)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + str(p.readlink())
+        elif p.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+# ------------------------------------------------------------------------------------------ file builders
+
+
+def config(d: Path, a: Assets, *extra: str, name: str = "cfg.yaml", text: str | None = None) -> str:
+    """A config file of the tiny recipe on the tiny data, writing under ``d/runs``; ``extra`` are more overrides."""
+    path = d / name
+    path.write_text(text if text is not None else yaml.safe_dump({
+        "preset": "synthetic",
+        "overrides": [*TINY, f"data.root={a.data}", f"runtime.out_dir={d / 'runs'}", *extra]}))
+    return str(path)
+
+
+def spec(d: Path, a: Assets, *cfg_extra: str, text: str | None = None, **fields: object) -> str:
+    """An ablation spec over :func:`config` with one condition and one seed; ``fields`` replace spec keys."""
+    path = d / "spec.yaml"
+    if text is None:
+        data = {"name": "demo", "experiment": {"config": config(d, a, *cfg_extra)}, "conditions": {"more": {}},
+                "seeds": [0], "resources": {"cpus": 1, "gpus": 0}}
+        data.update(fields)
+        text = yaml.safe_dump(data)
+    path.write_text(text)
+    return str(path)
+
+
+def training_search(d: Path, a: Assets, *cfg_extra: str, **fields: object) -> str:
+    path = d / "search.yaml"
+    body = {"name": "tsearch", "kind": "training", "experiment": {"config": config(d, a, *cfg_extra)},
+            "space": {"eval.bkg_thre": {"type": "float", "low": 0.2, "high": 0.5}}, "trials": 2}
+    body.update(fields)
+    path.write_text(yaml.safe_dump({"search": body}))
+    return str(path)
+
+
+def cached_search(d: Path, **fields: object) -> str:
+    path = d / "cached.yaml"
+    body = {"name": "csearch", "kind": "cached", "tuning_split": "train", "report_split": "val",
+            "space": {"eval.bkg_thre": {"type": "float", "low": 0.1, "high": 0.9}}, "trials": 3}
+    body.update(fields)
+    path.write_text(yaml.safe_dump({"search": body}))
+    return str(path)
+
+
+def run_copy(d: Path, a: Assets) -> Path:
+    """The asset run, copied into the case folder (so the hash covers it)."""
+    shutil.copytree(a.run, d / "run")
+    return d / "run"
+
+
+def ckpt(d: Path, a: Assets) -> str:
+    return str(run_copy(d, a) / "checkpoints" / "iter_000003" / "checkpoint.pt")
+
+
+def text_file(d: Path, name: str, content: str = "my notes\n") -> str:
+    path = d / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return str(path)
+
+
+def folder(d: Path, name: str) -> str:
+    (d / name).mkdir(parents=True)
+    return str(d / name)
+
+
+def refused_pickle(d: Path) -> str:
+    """A checkpoint holding a Python object that ``weights_only=True`` refuses."""
+    import argparse
+
+    import torch
+
+    path = d / "evil" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save({"model": {}, "payload": argparse.Namespace(x=1)}, path)
+    return str(path)
+
+
+def bad_saved_config(d: Path, a: Assets) -> str:
+    run = run_copy(d, a)
+    saved = run / "checkpoints" / "iter_000003" / "config.yaml"
+    data = yaml.safe_load(saved.read_text())
+    data["optim"]["lr"] = -1.0
+    saved.write_text(yaml.safe_dump(data))
+    return str(saved.parent)
+
+
+def results_with_classes(d: Path, a: Assets, out: str | None = None) -> list[str]:
+    """A spec and the harness's results.json with per-class IoU (the report's fallback source)."""
+    import json
+
+    from more.harness.spec import expand, load_spec, spec_hash
+
+    path = spec(d, a)
+    parsed = load_spec(path)
+    trials = expand(parsed)
+    folder_ = d / "storage" / f"demo-{spec_hash(parsed, trials)}"
+    folder_.mkdir(parents=True)
+    metrics = {"iter": 6.0, "val/seg/miou": 50.0, "val/seg/iou/background": 80.0, "val/seg/iou/disc": 40.0}
+    folder_.joinpath("results.json").write_text(json.dumps([{
+        "trial": t.name, "condition": t.condition, "seed": t.seed, "sweep": t.sweep, "overrides": t.overrides,
+        "status": "TERMINATED", "error": "", "metrics": metrics, "config": {}, "run_dir": ""} for t in trials]))
+    return ["report", path, "--storage", str(d / "storage"), "--no-log", "--out", out or str(d / "report"),
+            "--tracking-uri", f"sqlite:///{d / 'storage'}/absent.db"]
+
+
+def no_root(d: Path) -> tuple[str, str]:
+    """Overrides naming a dataset root that does not exist (and is not generated on first use)."""
+    return f"data.root={d}/nope", "data.synth_generate=false"
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+P = closed_port  # evaluated when a case runs: a port nothing listens on
+SEARCH_NO_TRACK = ("--no-tracking",)
+
+CASES = [
+    # --- checked too late: paths, URIs, storages and resources before Ray, a study or a file
+    Case("late", "ablate-missing-data-root", lambda d, a: ["ablate", spec(d, a, *no_root(d))],
+         "data.root"),
+    Case("late", "ablate-dry-run-missing-data-root",
+         lambda d, a: ["ablate", spec(d, a, *no_root(d)), "--dry-run"], "data.root"),
+    Case("late", "ablate-missing-weights",
+         lambda d, a: ["ablate", spec(d, a, f"model.pretrained={d}/weights.pth"), "--no-tracking"],
+         "model.pretrained"),
+    Case("late", "ablate-file-tracking-uri", lambda d, a: ["ablate", spec(d, a), "--tracking-uri", "file:///x"],
+         "file"),
+    Case("late", "ablate-tracking-server-closed",
+         lambda d, a: ["ablate", spec(d, a), "--tracking-uri", f"http://127.0.0.1:{P()}"], "did not answer"),
+    Case("late", "ablate-unknown-tracking-scheme",
+         lambda d, a: ["ablate", spec(d, a), "--tracking-uri", "ftp://host/x"], "ftp"),
+    Case("late", "ablate-address-closed",
+         lambda d, a: ["ablate", spec(d, a), "--no-tracking", "--address", f"127.0.0.1:{P()}"], "--address"),
+    Case("late", "ablate-address-no-port",
+         lambda d, a: ["ablate", spec(d, a), "--no-tracking", "--address", "somehost"], "--address"),
+    Case("late", "ablate-resources-no-node-holds",
+         lambda d, a: ["ablate", spec(d, a, resources={"cpus": 100000, "gpus": 0}), "--no-tracking"], "resources"),
+    Case("late", "ablate-storage-is-a-file",
+         lambda d, a: ["ablate", spec(d, a), "--no-tracking", "--storage", text_file(d, "store.txt")], "--storage"),
+    Case("late", "ablate-max-concurrent-0",
+         lambda d, a: ["ablate", spec(d, a), "--no-tracking", "--max-concurrent", "0"], "--max-concurrent"),
+    Case("late", "ablate-tracking-db-not-sqlite",
+         lambda d, a: ["ablate", spec(d, a), "--tracking-uri", text_file(d, "mlflow.db")], "not a sqlite"),
+    Case("late", "train-missing-data-root", lambda d, a: ["train", config(d, a, *no_root(d))],
+         "data.root"),
+    Case("late", "train-missing-weights", lambda d, a: ["train", config(d, a, f"model.pretrained={d}/w.pth")],
+         "model.pretrained"),
+    Case("late", "train-run-dir-is-a-file",
+         lambda d, a: ["train", config(d, a), "--run-dir", text_file(d, "run.txt")], "--run-dir"),
+    Case("late", "train-missing-labels-file",
+         lambda d, a: ["train", config(d, a, f"data.labels_file={d}/labels.npy")], "data.labels_file"),
+    Case("late", "train-absent-cuda-device", lambda d, a: ["train", config(d, a, "runtime.device=cuda:63")],
+         "runtime.device"),
+    Case("late", "eval-out-is-a-file",
+         lambda d, a: ["eval", ckpt(d, a), "--out", text_file(d, "eval.txt")], "--out"),
+    Case("late", "infer-out-is-a-file",
+         lambda d, a: ["infer", ckpt(d, a), "--task", "seeds", "--out", text_file(d, "infer.txt")], "--out"),
+    Case("late", "search-storage-is-a-folder",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--storage", folder(d, "journals")],
+         "is a folder"),
+    Case("late", "search-storage-unknown-driver",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--storage", "nosuchdb://x/y"],
+         "nosuchdb"),
+    Case("late", "search-storage-driver-not-installed",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--storage",
+                       "postgresql+nosuchdriver://u@127.0.0.1/db"], "postgresql+nosuchdriver"),
+    Case("late", "search-cached-without-checkpoint", lambda d, a: ["search", cached_search(d), *SEARCH_NO_TRACK],
+         "--checkpoint"),
+    Case("late", "search-training-with-checkpoint",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--checkpoint", ckpt(d, a)],
+         "--checkpoint"),
+    Case("late", "search-trials-0", lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--trials", "0"],
+         "--trials"),
+    Case("late", "search-training-missing-data-root",
+         lambda d, a: ["search", training_search(d, a, *no_root(d)), *SEARCH_NO_TRACK], "data.root"),
+    Case("late", "search-tracking-server-closed",
+         lambda d, a: ["search", training_search(d, a), "--tracking-uri", f"http://127.0.0.1:{P()}"],
+         "did not answer"),
+    Case("late", "search-address-closed",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--address", f"127.0.0.1:{P()}"],
+         "--address"),
+    Case("late", "search-out-is-a-file",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--out", text_file(d, "out.txt")],
+         "--out"),
+    Case("late", "search-resources-no-node-holds",
+         lambda d, a: ["search", training_search(d, a, resources={"cpus": 1, "gpus": 64}), *SEARCH_NO_TRACK],
+         "resources"),
+    Case("late", "search-cached-split-missing",
+         lambda d, a: ["search", cached_search(d, tuning_split="nosuchsplit"), *SEARCH_NO_TRACK, "--checkpoint",
+                       ckpt(d, a), "--out", str(d / "out")], "nosuchsplit"),
+    # --- touches the user's files: refuse first, write nothing
+    Case("touch", "train-resume-unreadable-checkpoint",
+         lambda d, a: ["train", config(d, a), "--resume", text_file(d, "x/y/z/checkpoint.pt", "not a checkpoint")],
+         "cannot read checkpoint"),
+    Case("touch", "train-resume-stray-checkpoint-file",
+         lambda d, a: ["train", config(d, a), "--resume", str(Path(shutil.copy(ckpt(d, a), d / "copy.pt")))],
+         "--run-dir"),
+    Case("touch", "train-resume-override-does-not-fit",
+         lambda d, a: ["train", config(d, a, "model.decoder_channels=48"), "--resume", ckpt(d, a)],
+         "does not fit"),
+    Case("touch", "search-storage-is-a-text-file",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--storage", text_file(d, "notes.txt")],
+         "not an Optuna journal"),
+    Case("touch", "search-cached-storage-is-a-text-file",
+         lambda d, a: ["search", cached_search(d), *SEARCH_NO_TRACK, "--checkpoint", ckpt(d, a), "--storage",
+                       text_file(d, "notes.txt")], "not an Optuna journal"),
+    Case("touch", "search-storage-sqlite-not-a-database",
+         lambda d, a: ["search", training_search(d, a), *SEARCH_NO_TRACK, "--storage",
+                       f"sqlite:///{text_file(d, 'study.db')}"], "not a sqlite"),
+    Case("touch", "data-synth-out-not-empty",
+         lambda d, a: (text_file(d, "ds/mine.txt"), ["data", "synth", "--out", str(d / "ds"), "--size", "48"])[1],
+         "not empty"),
+    Case("touch", "data-synth-out-is-a-file",
+         lambda d, a: ["data", "synth", "--out", text_file(d, "ds.txt"), "--size", "48"], "--out"),
+    Case("touch", "eval-refused-pickle-no-unsafe-advice", lambda d, a: ["eval", refused_pickle(d)],
+         "not loaded for safety"),
+    Case("touch", "report-out-is-a-file", lambda d, a: results_with_classes(d, a, text_file(d, "r.txt")), "--out"),
+    # --- a traceback where a line belongs
+    Case("trace", "train-resume-missing-path",
+         lambda d, a: ["train", config(d, a), "--resume", str(d / "nope")], "no checkpoint"),
+    Case("trace", "train-device-typo", lambda d, a: ["train", config(d, a, "runtime.device=cudaa")],
+         "runtime.device='cudaa'"),
+    Case("trace", "ui-port-out-of-range", lambda d, a: ["ui", "--port", "70000"], "--port"),
+    Case("trace", "ui-tracking-server-closed",
+         lambda d, a: ["ui", "--tracking-uri", f"http://127.0.0.1:{P()}"], "did not answer"),
+    Case("trace", "report-file-uri", lambda d, a: ["report", spec(d, a), "--tracking-uri", "file:///x"], "file"),
+    Case("trace", "ablate-paper-not-numeric",
+         lambda d, a: ["ablate", spec(d, a, paper={"rows": {"more": {"miou": "high"}}}), "--dry-run"],
+         "paper.rows.more.miou"),
+    Case("trace", "report-paper-not-numeric",
+         lambda d, a: ["report", spec(d, a, paper={"rows": {"more": {"miou": "high"}}}), "--no-log"],
+         "paper.rows.more.miou"),
+    Case("trace", "eval-missing-checkpoint", lambda d, a: ["eval", str(d / "nope")], "no checkpoint"),
+    Case("trace", "eval-garbage-checkpoint",
+         lambda d, a: ["eval", text_file(d, "ck/checkpoint.pt", "garbage")], "cannot read checkpoint"),
+    Case("trace", "config-missing-file", lambda d, a: ["config", "show", str(d / "nope.yaml")], "nope.yaml"),
+    Case("trace", "config-invalid-yaml",
+         lambda d, a: ["config", "show", config(d, a, text="train: [1,\n")], "not valid YAML"),
+    Case("trace", "config-unknown-preset", lambda d, a: ["config", "show", config(d, a, text="preset: vocc\n")],
+         "preset='vocc'"),
+    Case("trace", "infer-negative-workers",
+         lambda d, a: ["infer", ckpt(d, a), "--task", "seeds", "--workers", "-1"], "--workers"),
+    Case("trace", "eval-unknown-split",
+         lambda d, a: ["eval", ckpt(d, a), "--split", "nosuchsplit", "--out", str(d / "ev")], "nosuchsplit"),
+    Case("trace", "search-missing-spec", lambda d, a: ["search", str(d / "nope.yaml")], "nope.yaml"),
+    Case("trace", "ablate-missing-spec", lambda d, a: ["ablate", str(d / "nope.yaml")], "nope.yaml"),
+    # --- accepted, but wrong
+    Case("accept", "config-lr-nan", lambda d, a: ["config", "check", "synthetic", "optim.lr=nan"], "optim.lr"),
+    Case("accept", "config-lr-inf", lambda d, a: ["config", "check", "synthetic", "optim.lr=inf"], "finite"),
+    Case("accept", "config-hue-nan-in-file",
+         lambda d, a: ["config", "check", config(d, a, text="preset: synthetic\ndata:\n  jitter_hue: .nan\n")],
+         "data.jitter_hue"),
+    Case("accept", "config-crf-negative", lambda d, a: ["config", "check", "synthetic", "eval.crf_bi_sxy=-1"],
+         "eval.crf_bi_sxy"),
+    Case("accept", "config-crf-compat-negative",
+         lambda d, a: ["config", "check", "synthetic", "eval.crf_gauss_compat=-0.5"], "eval.crf_gauss_compat"),
+    Case("accept", "ablate-scheduler-misspelt-key",
+         lambda d, a: ["ablate", spec(d, a, scheduler={"type": "asha", "grace_perod": 2}), "--dry-run"],
+         "grace_perod"),
+    Case("accept", "ablate-scheduler-time-attr",
+         lambda d, a: ["ablate", spec(d, a, scheduler={"type": "asha", "time_attr": "epochs"}), "--dry-run"],
+         "scheduler.time_attr"),
+    Case("accept", "ablate-tracking-misspelt-key",
+         lambda d, a: ["ablate", spec(d, a, tracking={"experimnt": "x"}), "--dry-run"], "tracking.experimnt"),
+    Case("accept", "ablate-stop-iter-0", lambda d, a: ["ablate", spec(d, a, stop={"iter": 0}), "--dry-run"],
+         "stop.iter"),
+    Case("accept", "ablate-stop-threshold-nan",
+         lambda d, a: ["ablate", spec(d, a, stop={"val/seg/miou": float("nan")}), "--dry-run"], "stop.val/seg/miou"),
+    Case("accept", "config-duplicate-key",
+         lambda d, a: ["config", "show", config(d, a, text="preset: synthetic\noptim:\n  lr: 0.1\n  lr: 0.2\n")],
+         "duplicate key 'lr'"),
+    Case("accept", "config-empty-file", lambda d, a: ["config", "show", config(d, a, text="")], "empty"),
+    Case("accept", "ablate-conditions-without-value",
+         lambda d, a: ["ablate", spec(d, a, text=f"name: demo\nexperiment: {{config: {config(d, a)}}}\nconditions:\n"),
+                       "--dry-run"], "conditions"),
+    Case("accept", "ablate-sweep-over-seed-with-seeds",
+         lambda d, a: ["ablate", spec(d, a, sweeps={"train.seed": [1, 2]}), "--dry-run"], "train.seed"),
+    Case("accept", "ablate-duplicate-condition",
+         lambda d, a: ["ablate", spec(d, a, text=f"name: demo\nexperiment: {{config: {config(d, a)}}}\n"
+                                                 "conditions:\n  more: {}\n  more: {}\n"), "--dry-run"],
+         "duplicate key 'more'"),
+    Case("accept", "report-classes-misspelt",
+         lambda d, a: [*results_with_classes(d, a), "--classes", "dics"], "dics"),
+    Case("accept", "data-synth-size-too-small",
+         lambda d, a: ["data", "synth", "--out", str(d / "ds"), "--size", "16"], "--size"),
+    Case("accept", "data-synth-too-many-classes",
+         lambda d, a: ["data", "synth", "--out", str(d / "ds"), "--classes", "9"], "--classes"),
+    Case("accept", "search-space-bound-inf",
+         lambda d, a: ["search", training_search(d, a, space={"eval.bkg_thre": {"type": "float", "low": 0.1,
+                                                                                "high": float("inf")}})],
+         "eval.bkg_thre"),
+    Case("accept", "search-tracking-misspelt-key",
+         lambda d, a: ["search", training_search(d, a, tracking={"experimnt": "x"})], "tracking.experimnt"),
+    # --- names the wrong thing
+    Case("name", "config-scalar-section",
+         lambda d, a: ["config", "show", config(d, a, text="preset: synthetic\ntrain: 5\n")], "expected a mapping"),
+    Case("name", "config-override-section", lambda d, a: ["config", "show", "synthetic", "train=5"],
+         "'train' is a section"),
+    Case("name", "config-overrides-string",
+         lambda d, a: ["config", "show", config(d, a, text="preset: synthetic\noverrides: optim.lr=0.1\n")],
+         "expected a list"),
+    Case("name", "ablate-overrides-string",
+         lambda d, a: ["ablate", spec(d, a, text=f"name: demo\nexperiment:\n  config: {config(d, a)}\n"
+                                                 "  overrides: optim.lr=0.1\n"), "--dry-run"],
+         "experiment.overrides"),
+    Case("name", "search-constraints-string",
+         lambda d, a: ["search", training_search(d, a, constraints="eval.bkg_thre < 0.4")], "constraints"),
+    Case("name", "eval-bad-value-in-saved-config", lambda d, a: ["eval", bad_saved_config(d, a)], "config.yaml"),
+    Case("name", "data-check-classes-0",
+         lambda d, a: ["data", "check", str(a.data), "--dataset", "synthetic", "--classes", "0"], "--classes"),
+    Case("name", "data-synth-negative-seed",
+         lambda d, a: ["data", "synth", "--out", str(d / "ds"), "--seed", "-1"], "--seed"),
+    Case("name", "data-check-missing-root", lambda d, a: ["data", "check", str(d / "nope")], "nope"),
+    Case("name", "config-value-given-a-mapping",
+         lambda d, a: ["config", "show", config(d, a, text="preset: synthetic\noptim:\n  lr: {x: 1}\n")],
+         "optim.lr"),
+    Case("name", "config-unknown-nested-key",
+         lambda d, a: ["config", "show", config(d, a, text="preset: synthetic\noptim:\n  lrr: 0.1\n")],
+         "did you mean 'optim.lr'"),
+]
+
+
+def test_the_table_covers_every_command_and_kind():
+    commands = {c.name.split("-")[0] for c in CASES}
+    assert commands >= {"train", "eval", "infer", "data", "config", "ablate", "search", "report", "ui"}
+    assert {c.kind for c in CASES} == {"late", "touch", "trace", "accept", "name"}
+    assert len(CASES) >= 60 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_stops_with_one_line(case: Case, assets: Assets, tmp_path: Path, no_ray: list[str],
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    work = tmp_path / "case"
+    work.mkdir()
+    argv = case.build(work, assets)
+    monkeypatch.chdir(work)
+    before = tree_hash(work)
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert code == 2, (code, err, out)
+    assert len(lines) == 1, err
+    assert "error" in lines[0] and case.expect in lines[0], lines[0]
+    assert "weights_only=False" not in err
+    assert not no_ray
+    assert tree_hash(work) == before, "files under the case folder changed"
