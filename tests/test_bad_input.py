@@ -459,3 +459,27 @@ def test_bad_input_stops_with_one_line(case: Case, assets: Assets, tmp_path: Pat
     assert "weights_only=False" not in err
     assert not no_ray
     assert tree_hash(work) == before, "files under the case folder changed"
+
+
+def test_an_unexpected_exception_keeps_its_traceback_and_says_it_is_a_bug(monkeypatch, capsys):
+    import more.commands.config as command
+
+    def broken(_args: object) -> int:
+        raise KeyError("internal")
+
+    monkeypatch.setattr(command, "run", broken)
+    assert main(["config", "show", "synthetic"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyError: 'internal'" in err
+    assert err.strip().splitlines()[-1].startswith("error: this is a bug in more (KeyError)")
+
+
+def test_an_os_error_on_a_named_path_is_one_line(monkeypatch, capsys, tmp_path):
+    import more.commands.config as command
+
+    def denied(_args: object) -> int:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.yaml"))
+
+    monkeypatch.setattr(command, "run", denied)
+    assert main(["config", "show", "synthetic"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'x.yaml'}: Permission denied\n"
