@@ -12,23 +12,30 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from bad_input_files import (
+    Assets,
+    bad_saved_config,
+    cached_search,
+    ckpt,
+    closed_port,
+    config,
+    folder,
+    no_root,
+    refused_pickle,
+    results_with_classes,
+    spec,
+    text_file,
+    training_search,
+)
 from tiny_config import TINY
 
 from more.__main__ import main
-
-
-@dataclass(frozen=True)
-class Assets:
-    data: Path  # the tiny synthetic dataset (read only)
-    run: Path  # a run folder with one checkpoint (copied into a case before use)
 
 
 @dataclass(frozen=True)
@@ -105,121 +112,6 @@ def tree_hash(root: Path) -> dict[str, str]:
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
-
-
-# ------------------------------------------------------------------------------------------ file builders
-
-
-def config(d: Path, a: Assets, *extra: str, name: str = "cfg.yaml", text: str | None = None) -> str:
-    """A config file of the tiny recipe on the tiny data, writing under ``d/runs``; ``extra`` are more overrides."""
-    path = d / name
-    path.write_text(text if text is not None else yaml.safe_dump({
-        "preset": "synthetic",
-        "overrides": [*TINY, f"data.root={a.data}", f"runtime.out_dir={d / 'runs'}", *extra]}))
-    return str(path)
-
-
-def spec(d: Path, a: Assets, *cfg_extra: str, text: str | None = None, **fields: object) -> str:
-    """An ablation spec over :func:`config` with one condition and one seed; ``fields`` replace spec keys."""
-    path = d / "spec.yaml"
-    if text is None:
-        data = {"name": "demo", "experiment": {"config": config(d, a, *cfg_extra)}, "conditions": {"more": {}},
-                "seeds": [0], "resources": {"cpus": 1, "gpus": 0}}
-        data.update(fields)
-        text = yaml.safe_dump(data)
-    path.write_text(text)
-    return str(path)
-
-
-def training_search(d: Path, a: Assets, *cfg_extra: str, **fields: object) -> str:
-    path = d / "search.yaml"
-    body = {"name": "tsearch", "kind": "training", "experiment": {"config": config(d, a, *cfg_extra)},
-            "space": {"eval.bkg_thre": {"type": "float", "low": 0.2, "high": 0.5}}, "trials": 2}
-    body.update(fields)
-    path.write_text(yaml.safe_dump({"search": body}))
-    return str(path)
-
-
-def cached_search(d: Path, **fields: object) -> str:
-    path = d / "cached.yaml"
-    body = {"name": "csearch", "kind": "cached", "tuning_split": "train", "report_split": "val",
-            "space": {"eval.bkg_thre": {"type": "float", "low": 0.1, "high": 0.9}}, "trials": 3}
-    body.update(fields)
-    path.write_text(yaml.safe_dump({"search": body}))
-    return str(path)
-
-
-def run_copy(d: Path, a: Assets) -> Path:
-    """The asset run, copied into the case folder (so the hash covers it)."""
-    shutil.copytree(a.run, d / "run")
-    return d / "run"
-
-
-def ckpt(d: Path, a: Assets) -> str:
-    return str(run_copy(d, a) / "checkpoints" / "iter_000003" / "checkpoint.pt")
-
-
-def text_file(d: Path, name: str, content: str = "my notes\n") -> str:
-    path = d / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content)
-    return str(path)
-
-
-def folder(d: Path, name: str) -> str:
-    (d / name).mkdir(parents=True)
-    return str(d / name)
-
-
-def refused_pickle(d: Path) -> str:
-    """A checkpoint holding a Python object that ``weights_only=True`` refuses."""
-    import argparse
-
-    import torch
-
-    path = d / "evil" / "checkpoint.pt"
-    path.parent.mkdir()
-    torch.save({"model": {}, "payload": argparse.Namespace(x=1)}, path)
-    return str(path)
-
-
-def bad_saved_config(d: Path, a: Assets) -> str:
-    run = run_copy(d, a)
-    saved = run / "checkpoints" / "iter_000003" / "config.yaml"
-    data = yaml.safe_load(saved.read_text())
-    data["optim"]["lr"] = -1.0
-    saved.write_text(yaml.safe_dump(data))
-    return str(saved.parent)
-
-
-def results_with_classes(d: Path, a: Assets, out: str | None = None) -> list[str]:
-    """A spec and the harness's results.json with per-class IoU (the report's fallback source)."""
-    import json
-
-    from more.harness.spec import expand, load_spec, spec_hash
-
-    path = spec(d, a)
-    parsed = load_spec(path)
-    trials = expand(parsed)
-    folder_ = d / "storage" / f"demo-{spec_hash(parsed, trials)}"
-    folder_.mkdir(parents=True)
-    metrics = {"iter": 6.0, "val/seg/miou": 50.0, "val/seg/iou/background": 80.0, "val/seg/iou/disc": 40.0}
-    folder_.joinpath("results.json").write_text(json.dumps([{
-        "trial": t.name, "condition": t.condition, "seed": t.seed, "sweep": t.sweep, "overrides": t.overrides,
-        "status": "TERMINATED", "error": "", "metrics": metrics, "config": {}, "run_dir": ""} for t in trials]))
-    return ["report", path, "--storage", str(d / "storage"), "--no-log", "--out", out or str(d / "report"),
-            "--tracking-uri", f"sqlite:///{d / 'storage'}/absent.db"]
-
-
-def no_root(d: Path) -> tuple[str, str]:
-    """Overrides naming a dataset root that does not exist (and is not generated on first use)."""
-    return f"data.root={d}/nope", "data.synth_generate=false"
 
 
 # ------------------------------------------------------------------------------------------------ cases
