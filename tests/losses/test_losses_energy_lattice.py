@@ -148,3 +148,27 @@ def test_fidelity_selects_the_filter():
     assert load_config(overrides=["fidelity=reference", "loss.energy_filter=exact"]).loss.energy_filter == "exact"
     with pytest.raises(ValueError, match="energy_filter"):
         load_config(overrides=["loss.energy_filter=gauss"])
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [([], "lattice"), (["loss.energy_filter=exact"], "exact")])
+def test_the_trainer_passes_the_filter(tiny_root, tmp_path, monkeypatch, overrides, expected):
+    from tiny_config import TINY
+
+    import more.train.step as step
+    from more.train import train
+
+    seen = []
+    real = step.energy_loss
+
+    def recording(**kw):
+        seen.append(kw["filter"])
+        return real(**kw)
+
+    monkeypatch.setattr(step, "energy_loss", recording)
+    cfg = load_config(
+        "synthetic",
+        [*TINY, f"data.root={tiny_root}", f"runtime.out_dir={tmp_path}", "train.max_iters=3", "train.eval_every=100"]
+        + ["train.ckpt_every=100", "loss.seg_start=0", *overrides],
+    )
+    train(cfg, run_dir=tmp_path / "run", log=lambda _: None)
+    assert seen and set(seen) == {expected}
