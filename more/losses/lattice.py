@@ -1,10 +1,11 @@
 """Permutohedral-lattice bilateral filter (Adams, Baek and Davis 2010), vectorised in PyTorch (MORE_SPEC §2.7.1).
 
 The reference's dense energy loss filters with rloss's ``bilateralfilter`` extension, a CPU permutohedral lattice
-(Krähenbühl's CRF variant). Its output is not a constant factor of the exact Gaussian sum: the lattice's kernel is
-blurrier and depends on which lattice vertices exist, because every pixel inserts all d + 1 vertices of its simplex
-and the blur only reaches vertices that exist. This module computes the same splat-blur-slice, so that
-``loss.energy_filter=lattice`` gives the reference's values up to float rounding, on any device.
+(Krähenbühl's CRF variant). Its output is not a constant factor of the exact Gaussian sum (about 0.55-0.64 of it on
+images, varying with the image and per pixel; bench/RESULTS.md): its kernel is piecewise linear in the barycentric
+weights, and the blur only reaches the vertices that exist, namely the d + 1 vertices of every point's simplex. This
+module computes the same splat-blur-slice, so that ``loss.energy_filter=lattice`` gives the reference's values on
+any device.
 
 Algorithm for features ``f`` (already divided by their bandwidths) in d dimensions:
 
@@ -17,8 +18,9 @@ Algorithm for features ``f`` (already divided by their bandwidths) in d dimensio
    directions in turn (missing neighbours count as zero), slice back with the same weights times
    ``1 / (1 + 2^-d)``, the factor that makes an isolated point in a fully populated lattice map to itself.
 
-The float32 operations follow the extension's order (SSE2 build: round half to even), so the only differences are
-the splat's summation order and that of ``index_add_``.
+The float32 operations follow the extension's (SSE2 build: round half to even; the splat sums each vertex's terms in
+point order), so on the CPU the output equals the extension's bit for bit (tests/golden/energy_lattice.pt). On CUDA
+``index_add_`` adds with atomics in no fixed order, which changes the last bits from run to run.
 """
 
 from __future__ import annotations
