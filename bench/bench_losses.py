@@ -238,7 +238,9 @@ def main() -> None:
         seg_logits = torch.randn(eb, 21, 28, 28, generator=generator).to(device).requires_grad_(True)
         big_image = (torch.rand(eb, 3, 448, 448, generator=generator) * 255).to(device)
         target = torch.randint(0, 21, (eb, 448, 448), generator=generator).to(device)
-        energy_fn = lambda: energy_loss(seg_logits=seg_logits, image=big_image, target=target, tile=args.tile)  # noqa: E731
+        energy_fn = lambda: energy_loss(  # noqa: E731
+            seg_logits=seg_logits, image=big_image, target=target, filter="exact", tile=args.tile
+        )
         energy_time = timed(backward_of(energy_fn), 1, warmup=False)
 
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, best of {args.repeat} calls")

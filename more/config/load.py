@@ -360,6 +360,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lir.cre_norm": ("reference", "paper"),
     "lir.ure_token_offset": ("reference", "centered"),
     "loss.seg_target": ("cam", "lam"),
+    "loss.energy_filter": ("lattice", "exact"),
     "pseudo.lir_mask_source": ("aux_then_main", "main"),
     "pseudo.par_channels": ("auto", "all", "present"),
     "train.amp": ("auto", "bf16", "off"),

@@ -91,6 +91,7 @@ FIDELITY_SWITCHES: dict[str, tuple[Any, Any]] = {
     "lir.ure_token_offset": ("reference", "centered"),  # §7.10
     "lir.ure_strict": (False, True),  # §7.10
     "pseudo.lir_mask_source": ("aux_then_main", "main"),  # §7.11
+    "loss.energy_filter": ("lattice", "exact"),  # §2.7.1: rloss's lattice approximates the energy's Gaussian kernel
 }
 
 FIDELITY_LEVELS = ("reference", "paper")

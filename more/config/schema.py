@@ -108,6 +108,7 @@ class LossConfig:
     energy_sigma_xy: float = 100.0
     energy_scale_factor: float = 0.5
     energy_tile: int = 2048  # rows of the exact bilateral kernel computed at once
+    energy_filter: str = "lattice"  # §2.7.1: lattice (rloss's permutohedral lattice, reference) | exact (Gaussian sum)
     ptc_start: int = -1  # a term is on when the 0-based iteration n > start (-1 = from the first step)
     lir_start: int = -1
     seg_start: int = 2000  # seg + energy warm-up: off while n <= 2000

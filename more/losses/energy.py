@@ -2,11 +2,16 @@
 
 # §7.8: not in the paper, which only says that regularization losses from ToCo/DuPL are adopted.
 
-The reference filters on the CPU with a permutohedral lattice (an approximation, §2.7.1). Here the bilateral filter is
-the exact Gaussian sum, computed on the input's device in row tiles (§8.1):
-``AS_k(i) = sum_j exp(-|f_i - f_j|^2 / 2) S_k(j)`` with ``f = (x/s_xy, y/s_xy, R/s_rgb, G/s_rgb, B/s_rgb)``,
-over all pixels j including i and without normalisation. Expect a small, roughly constant factor against the
-reference's lattice values.
+Two bilateral filters compute ``AS_k(i) ~ sum_j exp(-|f_i - f_j|^2 / 2) S_k(j)`` with
+``f = (x/s_xy, y/s_xy, R/s_rgb, G/s_rgb, B/s_rgb)``, over all pixels j including i and without normalisation:
+
+* ``lattice`` (the reference): rloss's permutohedral lattice (:mod:`more.losses.lattice`), equal to the authors'
+  ``bilateralfilter`` extension up to float rounding. O(N) per image. Its values are not a constant factor of the
+  Gaussian sum: at the reference's 224 grid the loss is 0.55-0.63 of the exact one depending on the image and the
+  maps (about 4% spread between photos), and per gradient element the ratio has a standard deviation of 7-13% of
+  its mean (bench/RESULTS.md, "Energy filter: rloss's lattice against the exact Gaussian sum").
+* ``exact``: the Gaussian sum itself, in row tiles on the input's device (§8.1). O(N^2) per image, a few dense
+  matmuls, the energy as the rloss paper defines it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from more.losses.lattice import permutohedral_filter
+
 IGNORE = 255
+FILTERS = ("lattice", "exact")
 
 
 @contextlib.contextmanager
@@ -116,35 +124,19 @@ def downscaled_size(height: int, width: int, scale_factor: float) -> tuple[int, 
     return math.floor(height * scale_factor), math.floor(width * scale_factor)
 
 
-def energy_loss(
-    *,
-    seg_logits: torch.Tensor,
-    image: torch.Tensor,
-    target: torch.Tensor,
-    sigma_rgb: float = 15.0,
-    sigma_xy: float = 100.0,
-    scale_factor: float = 0.5,
-    weight: float = 1e-7,
-    tile: int = 2048,
-) -> torch.Tensor:
-    """Dense CRF energy ``-weight / B * sum_{b,k,i} S_k(i) G(i) sum_j W_ij S_k(j)`` (``DenseEnergyLoss``).
-
-    Steps (MORE_SPEC §2.7): S = softmax of the logits upsampled to (H, W); downscale the image (nearest), S
-    (bilinear) and the target (nearest) by ``scale_factor``; gate G = max(0, 1 - max_k S_k), set to 1 where the
-    target is 255; AS = exact bilateral filter of S with sigma_xy * scale_factor pixels and sigma_rgb; AS <- AS * G.
+def energy_inputs(
+    *, seg_logits: torch.Tensor, image: torch.Tensor, target: torch.Tensor, scale_factor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The energy's grid (MORE_SPEC §2.7 steps 1-4): downscaled S (differentiable), image and the gate G.
 
     Args:
-        seg_logits: decoder logits, shape (B, K, h, w).
-        image: RGB on the 0-255 scale (de-normalised network input, not clipped), shape (B, 3, H, W).
-        target: segmentation target Y_ref with 255 = ignore, shape (B, H, W).
-        sigma_rgb: colour bandwidth.
-        sigma_xy: spatial bandwidth in full-resolution pixels (scaled by ``scale_factor``).
-        scale_factor: downscaling of the grid the energy is evaluated on.
-        weight: the reference's internal ``DenseEnergyLoss`` weight (1e-7); the total-loss weight is separate.
-        tile: query rows per block of the bilateral filter.
+        seg_logits: decoder logits, shape (B, K, h, w); upsampled to the image size before the softmax.
+        image: RGB on the 0-255 scale, shape (B, 3, H, W).
+        target: Y_ref with 255 = ignore, shape (B, H, W).
+        scale_factor: downscaling of the grid.
 
     Returns:
-        Scalar loss (fp32) whose gradient w.r.t. the downscaled S is ``-2 * weight * G * AS / B``.
+        fp32 ``probs`` (B, K, h', w'), ``small_image`` (B, 3, h', w') and ``gate`` (B, h', w'), the last two detached.
     """
     height, width = image.shape[-2:]
     size = downscaled_size(height, width, scale_factor)
@@ -159,6 +151,88 @@ def energy_loss(
             small_target = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0]  # (B, h', w')
             gate = (1.0 - probs.max(dim=1).values).clamp(min=0.0)  # (B, h', w')
             gate = torch.where(small_target == IGNORE, 1.0, gate)
-            features = bilateral_features(small_image, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy * scale_factor)
-            gated = bilateral_filter(features=features, maps=probs, tile=tile) * gate[:, None]  # (B, K, h', w')
+    return probs, small_image, gate
+
+
+def gated_filter(
+    *,
+    probs: torch.Tensor,
+    small_image: torch.Tensor,
+    gate: torch.Tensor,
+    sigma_rgb: float,
+    sigma_xy: float,
+    filter: str = "lattice",
+    tile: int = 2048,
+) -> torch.Tensor:
+    """``G * AS``: the bilateral filter of ``probs`` on the energy grid, times the gate (MORE_SPEC §2.7 step 5).
+
+    Args:
+        probs: S on the energy grid, shape (B, K, h', w').
+        small_image: RGB on the 0-255 scale on the same grid, shape (B, 3, h', w').
+        gate: G, shape (B, h', w').
+        sigma_rgb: colour bandwidth.
+        sigma_xy: spatial bandwidth in pixels of this grid.
+        filter: ``lattice`` (rloss's permutohedral lattice, the reference) or ``exact`` (the Gaussian sum).
+        tile: query rows per block of the exact filter.
+
+    Returns:
+        float32 (B, K, h', w'), detached.
+    """
+    if filter not in FILTERS:
+        raise ValueError(f"energy filter {filter!r}: expected one of {', '.join(FILTERS)}")
+    features = bilateral_features(small_image, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy)
+    if filter == "lattice":
+        filtered = permutohedral_filter(features=features, maps=probs)
+    else:
+        filtered = bilateral_filter(features=features, maps=probs, tile=tile)
+    return filtered * gate[:, None]
+
+
+def energy_loss(
+    *,
+    seg_logits: torch.Tensor,
+    image: torch.Tensor,
+    target: torch.Tensor,
+    sigma_rgb: float = 15.0,
+    sigma_xy: float = 100.0,
+    scale_factor: float = 0.5,
+    weight: float = 1e-7,
+    filter: str = "lattice",
+    tile: int = 2048,
+) -> torch.Tensor:
+    """Dense CRF energy ``-weight / B * sum_{b,k,i} S_k(i) G(i) sum_j W_ij S_k(j)`` (``DenseEnergyLoss``).
+
+    Steps (MORE_SPEC §2.7): S = softmax of the logits upsampled to (H, W); downscale the image (nearest), S
+    (bilinear) and the target (nearest) by ``scale_factor``; gate G = max(0, 1 - max_k S_k), set to 1 where the
+    target is 255; AS = bilateral filter of S with sigma_xy * scale_factor pixels and sigma_rgb; AS <- AS * G.
+
+    Args:
+        seg_logits: decoder logits, shape (B, K, h, w).
+        image: RGB on the 0-255 scale (de-normalised network input, not clipped), shape (B, 3, H, W).
+        target: segmentation target Y_ref with 255 = ignore, shape (B, H, W).
+        sigma_rgb: colour bandwidth.
+        sigma_xy: spatial bandwidth in full-resolution pixels (scaled by ``scale_factor``).
+        scale_factor: downscaling of the grid the energy is evaluated on.
+        weight: the reference's internal ``DenseEnergyLoss`` weight (1e-7); the total-loss weight is separate.
+        filter: ``lattice`` (rloss's permutohedral lattice, the reference) or ``exact`` (the Gaussian sum).
+        tile: query rows per block of the exact filter.
+
+    Returns:
+        Scalar loss (fp32) whose gradient w.r.t. the downscaled S is ``-2 * weight * G * AS / B``.
+    """
+    if filter not in FILTERS:  # before any work
+        raise ValueError(f"energy filter {filter!r}: expected one of {', '.join(FILTERS)}")
+    probs, small_image, gate = energy_inputs(
+        seg_logits=seg_logits, image=image, target=target, scale_factor=scale_factor
+    )
+    with torch.autocast(device_type=seg_logits.device.type, enabled=False):
+        gated = gated_filter(
+            probs=probs,
+            small_image=small_image,
+            gate=gate,
+            sigma_rgb=sigma_rgb,
+            sigma_xy=sigma_xy * scale_factor,
+            filter=filter,
+            tile=tile,
+        )
         return weight * _DenseEnergy.apply(probs, gated)

@@ -175,6 +175,7 @@ def training_step(
             sigma_xy=cfg.loss.energy_sigma_xy,
             scale_factor=cfg.loss.energy_scale_factor,
             weight=cfg.loss.energy_scale,
+            filter=cfg.loss.energy_filter,
             tile=cfg.loss.energy_tile,
         ),
     }

@@ -59,12 +59,16 @@ def test_energy_two_pixels_by_hand():
     energy = -(g0 * sum(s0[k] * as0[k] for k in range(2)) + g1 * sum(s1[k] * as1[k] for k in range(2)))
     image = torch.full((1, 3, 1, 2), 100.0)
     target = torch.zeros(1, 1, 2, dtype=torch.long)
-    value = energy_loss(seg_logits=logits, image=image, target=target, sigma_xy=1.0, scale_factor=1.0, weight=2.0)
+    value = energy_loss(
+        seg_logits=logits, image=image, target=target, sigma_xy=1.0, scale_factor=1.0, weight=2.0, filter="exact"
+    )
     assert value.item() == pytest.approx(2.0 * energy, rel=1e-6)
     # the ignored pixel 0 gets the gate 1
     ignored = torch.tensor([[[255, 0]]])
     energy_ignored = -(1.0 * sum(s0[k] * as0[k] for k in range(2)) + g1 * sum(s1[k] * as1[k] for k in range(2)))
-    value = energy_loss(seg_logits=logits, image=image, target=ignored, sigma_xy=1.0, scale_factor=1.0, weight=1.0)
+    value = energy_loss(
+        seg_logits=logits, image=image, target=ignored, sigma_xy=1.0, scale_factor=1.0, weight=1.0, filter="exact"
+    )
     assert value.item() == pytest.approx(energy_ignored, rel=1e-6)
 
 
@@ -88,6 +92,7 @@ def test_energy_value_and_gradient_against_brute_force():
         sigma_xy=sigma_xy,
         scale_factor=0.5,
         weight=weight,
+        filter="exact",
         tile=16,
     )
     value.backward()
@@ -108,20 +113,22 @@ def test_energy_value_and_gradient_against_brute_force():
     assert expected_grad.abs().max() > 0
 
 
-def test_energy_bf16_autocast_matches_fp32_and_keeps_precision_settings():
+@pytest.mark.parametrize("filter", ["exact", "lattice"])
+def test_energy_bf16_autocast_matches_fp32_and_keeps_precision_settings(filter):
     logits, image, target = _energy_case()
     before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
-    reference = energy_loss(seg_logits=logits, image=image, target=target, weight=1.0)
+    reference = energy_loss(seg_logits=logits, image=image, target=target, weight=1.0, filter=filter)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        value = energy_loss(seg_logits=logits, image=image, target=target, weight=1.0)
+        value = energy_loss(seg_logits=logits, image=image, target=target, weight=1.0, filter=filter)
     assert torch.isfinite(value)
     assert value.item() == pytest.approx(reference.item(), rel=1e-5)
     assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == before
 
 
-def test_energy_parameters_change_the_output():
+@pytest.mark.parametrize("filter", ["exact", "lattice"])
+def test_energy_parameters_change_the_output(filter):
     logits, image, target = _energy_case()
-    base = dict(seg_logits=logits, image=image, target=target)
+    base = dict(seg_logits=logits, image=image, target=target, filter=filter)
     reference = energy_loss(**base).item()
     for change in (dict(sigma_rgb=5.0), dict(sigma_xy=10.0), dict(scale_factor=1.0), dict(weight=2.0)):
         assert energy_loss(**base, **change).item() != pytest.approx(reference, rel=1e-4), change
