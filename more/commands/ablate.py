@@ -194,6 +194,7 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
         launch.log_results(markdown=format_table(rows, spec.metric), csv=to_csv(rows),
                            json_text=to_json(spec, digest, rows))
         launch.finish("FINISHED" if code == 0 else "FAILED")
+        print(launch.runs_page())
     return code
 
 

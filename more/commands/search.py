@@ -2,7 +2,8 @@
 
 * ``kind: cached`` (needs ``--checkpoint``): the seed threshold over the CAM/LAM maps of a tuning split, computed
   once and cached; hundreds of trials a minute on the CPU. Refuses to tune on the split it reports on
-  (``report_split``, else the checkpoint's ``eval.split``) unless ``--allow-same-split``.
+  (``report_split``, else the checkpoint's ``eval.split``) unless ``--allow-same-split``; after the study, scores
+  the best threshold and the config's own on that split (printed, in ``best.json`` and on the parent MLflow run).
 * ``kind: training``: every trial trains, on Ray Tune with ``OptunaSearch`` and ASHA pruning, several at a time.
 
 The study lives in an Optuna journal file in the output folder (or ``--storage`` PATH or RDB URL); ``--resume``
@@ -62,10 +63,11 @@ def _log(text: str) -> None:
 
 
 def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
-    """The cached seed-threshold search (part 1 of the search command)."""
+    """The cached seed-threshold search (part 1 of the search command), then the best and the config's threshold
+    scored on the report split."""
     from more.data import build_eval_dataset, ensure_dataset
     from more.eval.infer import load_run
-    from more.search.cached import SeedCache, build_seed_cache, cache_key, run_cached_study
+    from more.search.cached import cache_key, run_cached_study, score_thresholds
     from more.search.report import log_study, write_outputs
     from more.search.spec import file_digest, search_hash
     from more.search.study import open_study
@@ -88,21 +90,30 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
         return 2
     study_name, out, storage, _, n_trials = opened
 
-    key = cache_key(checkpoint_digest=ckpt_digest, split=spec.tuning_split, source=spec.source, scales=scales,
-                    stride=spec.stride, resize=cfg.eval.resize, max_images=cfg.eval.max_images)
-    cache_file = out / "cache" / f"{spec.tuning_split}-{spec.source}-{key}.npz"
-    if cache_file.is_file():
-        cache = SeedCache.load(cache_file)
-        _log(f"score maps from the cache {cache_file}")
-    else:
+    # the tuning split at the spec's pixel stride; the report split at every labelled pixel (its number is reported)
+    splits = {"tuning": (spec.tuning_split, spec.stride), "report": (report_split, 1)}
+
+    def cache_file(split: str, stride: int) -> Path:
+        key = cache_key(checkpoint_digest=ckpt_digest, split=split, source=spec.source, scales=scales, stride=stride,
+                        resize=cfg.eval.resize, max_images=cfg.eval.max_images)
+        return out / "cache" / f"{split}-{spec.source}-{key}.npz"
+
+    files = {role: cache_file(split, stride) for role, (split, stride) in splits.items()}
+    datasets = {}
+    if not all(f.is_file() for f in files.values()):
         ensure_dataset(cfg, progress=_log)
-        try:
-            dataset = build_eval_dataset(cfg, spec.tuning_split)
+        try:  # both splits before any work: a missing report split fails now, not after the study
+            datasets = {role: build_eval_dataset(cfg, split) for role, (split, _) in splits.items()
+                        if not files[role].is_file()}
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        cache = build_seed_cache(loaded, dataset, source=spec.source, scales=scales, stride=spec.stride, log=_log)
-        cache.save(cache_file)
+
+    def seed_cache(role: str):  # noqa: ANN202 -- SeedCache
+        return _seed_cache(files[role], loaded, datasets.get(role), spec=spec, scales=scales,
+                           stride=splits[role][1])
+
+    cache = seed_cache("tuning")
     if spec.path is not None:
         (out / "spec.yaml").write_text(spec.path.read_text())
     _log(f"study {study_name}: {cache.num_images} images of split {spec.tuning_split} ({cache.num_pixels} pixels), "
@@ -118,20 +129,75 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
         print(f"nothing to run: the study already has {spec.trials} finished trials (--trials N runs N more)")
     from more.config import to_flat
 
+    report = None
+    best_trial = _best_trial(study)
+    if best_trial is not None:
+        held_out = seed_cache("report")
+        scores = score_thresholds(held_out, {"best": best_trial.params["eval.bkg_thre"],
+                                             "default": cfg.eval.bkg_thre}, tuning=cache)
+        report = {"split": report_split, "source": spec.source, "images": held_out.num_images,
+                  "pixels": held_out.num_pixels, **scores}
     base = to_flat(cfg)  # the checkpoint's whole config: the overlay rebuilds it exactly, plus the best values
-    best = write_outputs(study, out, base=base, title=f"{study_name}: seeds mIoU on {spec.tuning_split}")
+    best = write_outputs(study, out, base=base, title=f"{study_name}: seeds mIoU on {spec.tuning_split}",
+                         report=report)
     if not args.no_tracking:
         parent, created = log_study(study, out, spec_name=spec.name, digest=digest,
                                     spec_text=spec.path.read_text() if spec.path else "",
                                     metric=f"search/{spec.tuning_split}/{spec.source}/seeds_miou",
-                                    tracking_uri=args.tracking_uri)
+                                    tracking_uri=args.tracking_uri,
+                                    parent_metrics=_report_metrics(report, spec.tuning_split) if report else None)
         if parent:
             _log(f"MLflow: parent run {parent}, {created} trial run(s) logged")
     if best:
         values = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
         print(f"best trial {best['trial']}: mIoU {best['value']:.3f} on {spec.tuning_split} with {values}")
-    print(f"results in {out}: trials.csv, trials.md, importances.*, best.yaml")
+    if report:
+        print(report_text(report, spec.tuning_split))
+    print(f"results in {out}: trials.csv, trials.md, importances.*, best.json, best.yaml")
     return 0
+
+
+def _seed_cache(path: Path, loaded: Any, dataset: Any, *, spec: Any, scales: list[float], stride: int) -> Any:
+    """The split's :class:`~more.search.cached.SeedCache` from ``path``, else computed from ``dataset`` and saved."""
+    from more.search.cached import SeedCache, build_seed_cache
+
+    if path.is_file():
+        _log(f"score maps from the cache {path}")
+        return SeedCache.load(path)
+    cache = build_seed_cache(loaded, dataset, source=spec.source, scales=scales, stride=stride, log=_log)
+    cache.save(path)
+    return cache
+
+
+def _best_trial(study: Any) -> Any:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial
+        return None
+
+
+def _report_metrics(report: dict[str, Any], tuning_split: str) -> dict[str, float]:
+    """The parent run's metrics for the report split: the seeds mIoU of the best and of the config's threshold
+    there and on the tuning split, and the two thresholds."""
+    key = f"search/{report['split']}/{report['source']}/seeds_miou"
+    tuning = f"search/{tuning_split}/{report['source']}/seeds_miou"
+    out = {}
+    for name in ("best", "default"):
+        out[f"{key}_{name}"] = report[name]["miou"]
+        out[f"{tuning}_{name}"] = report[name]["tuning_miou"]
+        out[f"search/{name}/eval.bkg_thre"] = report[name]["eval.bkg_thre"]
+    return out
+
+
+def report_text(report: dict[str, Any], tuning_split: str) -> str:
+    """Two lines: the best and the config's threshold with their seeds mIoU on the report and the tuning split."""
+    lines = [f"seeds mIoU on the report split {report['split']} ({report['images']} images, {report['pixels']} "
+             f"pixels, {report['source']} maps):"]
+    for name, label in (("best", "best threshold   "), ("default", "config threshold ")):
+        r = report[name]
+        lines.append(f"  {label} eval.bkg_thre={r['eval.bkg_thre']:.6g}: {r['miou']:.3f} on {report['split']} "
+                     f"({r['tuning_miou']:.3f} on {tuning_split})")
+    return "\n".join(lines)
 
 
 def _same_split_text(split: str, why: str) -> str:

@@ -1,8 +1,9 @@
 """``python -m more ui [--tracking-uri URI] [--port 5000] [--host 127.0.0.1] [--allow-remote]``.
 
 Starts the MLflow UI (a lean ``mlflow server``: one worker, no job runner) over the tracking store, bound to
-127.0.0.1 unless ``--allow-remote``, prints its URL and serves until Ctrl-C or SIGTERM, then stops the server's
-process group by its PID.
+127.0.0.1 unless ``--allow-remote``, prints its URL and the runs page of each experiment (MLflow 3's landing page
+opens on its GenAI overview, not on the runs) and serves until Ctrl-C or SIGTERM, then stops the server's process
+group by its PID.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     uri, _ = tracking_uri(args.tracking_uri)  # a server must answer; a sqlite file must be a database
     if is_server(uri):
         print(f"the tracking store is already a server: open {uri} in a browser")
+        print_experiment_pages(uri, uri)
         return 0
     db = sqlite_path(uri)
     if db is None:
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         server = start_server(uri, artifacts_dir=artifacts, host=args.host, port=args.port,
                               log_path=Path(db).parent / "mlflow-ui.log")
         print(f"MLflow UI: {server.url}  (server pid {server.pid}, log {server.log_path}; Ctrl-C to stop)", flush=True)
+        print_experiment_pages(uri, server.url)
         return int(server.process.wait() or 0)
     except TrackingError as exc:
         print(f"tracking error: {exc}", file=sys.stderr)
@@ -79,3 +82,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             stop_server(server)
+
+
+def print_experiment_pages(uri: str, ui_url: str) -> None:
+    """One line per experiment of the store with the link to its runs table."""
+    from more.tracking.store import experiment_pages
+
+    try:
+        pages, more = experiment_pages(uri, ui_url)
+    except Exception as exc:  # noqa: BLE001 -- the links are a convenience: the UI serves without them
+        print(f"(could not list the experiments: {type(exc).__name__}: {exc})", flush=True)
+        return
+    if pages:
+        print("runs of each experiment:", flush=True)
+    for name, url in pages:
+        print(f"  {name}: {url}", flush=True)
+    if more:
+        print(f"  ... and {more} older experiment(s): see {ui_url}/#/experiments", flush=True)

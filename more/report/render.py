@@ -1,8 +1,9 @@
 """Render report tables as Markdown, LaTeX (booktabs) and CSV, and write files atomically.
 
 Cells are typed (see :mod:`more.report.tables`): a :class:`Stat` reads ``mean ± std`` (no ± for a single seed,
-``n/a`` for none), a :class:`Check` a check mark, a :class:`Delta` a signed number. LaTeX needs
-``\\usepackage{booktabs,amssymb}`` (for ``\\checkmark``).
+``n/a`` for none), a :class:`Check` a check mark, a :class:`Delta` a signed number, a :class:`Marked` cell its value
+and footnote mark. Markdown lists a table's notes under it and LaTeX sets them under the tabular; ``csv_only``
+columns appear in the CSV alone. LaTeX needs ``\\usepackage{booktabs,amssymb}`` (for ``\\checkmark``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from more.report.stats import Stat
-from more.report.tables import Check, Delta, Num, PValue, Table
+from more.report.tables import Check, Column, Delta, Marked, Num, PValue, Table
 
 NA = "n/a"
 DIGITS = 2
@@ -24,6 +25,7 @@ _TEX_CHARS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "✓": r"\checkmark{}", "Δ": r"$\Delta$",
     "≥": r"$\geq$", "≤": r"$\leq$", "−": "--", "–": "--", "<": r"\textless{}", ">": r"\textgreater{}",
+    "†": r"$^\dagger$",
 }
 _MD_ALIGN = {"l": "---", "c": ":-:", "r": "--:"}
 
@@ -40,7 +42,14 @@ def _p_text(value: float | None) -> str:
     return NA if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
+def shown_columns(table: Table) -> list[Column]:
+    """The columns of the Markdown and LaTeX tables (all but the CSV-only ones)."""
+    return [c for c in table.columns if not c.csv_only]
+
+
 def cell_markdown(value: Any) -> str:
+    if isinstance(value, Marked):
+        return cell_markdown(value.value) + value.mark
     if isinstance(value, Stat):
         if value.mean is None:
             return NA
@@ -58,10 +67,11 @@ def cell_markdown(value: Any) -> str:
 
 def markdown_table(table: Table) -> str:
     """The header, alignment row and body lines of a GitHub Markdown table."""
-    lines = ["| " + " | ".join(c.header for c in table.columns) + " |",
-             "|" + "|".join(_MD_ALIGN[c.align] for c in table.columns) + "|"]
+    columns = shown_columns(table)
+    lines = ["| " + " | ".join(c.header for c in columns) + " |",
+             "|" + "|".join(_MD_ALIGN[c.align] for c in columns) + "|"]
     for row in table.rows:
-        lines.append("| " + " | ".join(cell_markdown(row.get(c.key, "")) for c in table.columns) + " |")
+        lines.append("| " + " | ".join(cell_markdown(row.get(c.key, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -80,6 +90,8 @@ def tex_escape(text: str) -> str:
 
 
 def cell_tex(value: Any) -> str:
+    if isinstance(value, Marked):
+        return cell_tex(value.value) + tex_escape(value.mark)
     if isinstance(value, Stat):
         if value.mean is None:
             return NA
@@ -95,8 +107,10 @@ def cell_tex(value: Any) -> str:
 
 
 def latex_table(table: Table) -> str:
-    """A ``table`` float with a booktabs ``tabular`` (toprule / midrule / bottomrule) and the escaped caption."""
-    spec = "".join(c.align for c in table.columns)
+    """A ``table`` float with a booktabs ``tabular`` (toprule / midrule / bottomrule), the escaped caption and the
+    notes in small type under the tabular."""
+    columns = shown_columns(table)
+    spec = "".join(c.align for c in columns)
     lines = [
         "% requires \\usepackage{booktabs,amssymb}",
         r"\begin{table}[t]",
@@ -105,12 +119,14 @@ def latex_table(table: Table) -> str:
         r"\label{tab:" + table.name.replace("_", "-") + "}",
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
-        " & ".join(c.tex if c.tex is not None else tex_escape(c.header) for c in table.columns) + r" \\",
+        " & ".join(c.tex if c.tex is not None else tex_escape(c.header) for c in columns) + r" \\",
         r"\midrule",
     ]
     for row in table.rows:
-        lines.append(" & ".join(cell_tex(row.get(c.key, "")) for c in table.columns) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        lines.append(" & ".join(cell_tex(row.get(c.key, "")) for c in columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\smallskip{\footnotesize " + tex_escape(note) + "}" for note in table.notes]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -121,14 +137,15 @@ def _csv_number(value: float | None) -> str:
 def csv_text(table: Table) -> str:
     """Machine-readable: column keys as headers; a Stat becomes ``<key>_mean, <key>_std, <key>_n``, a check 1/0
     (empty when unknown), numbers at full precision, n/a as empty."""
-    stat_keys = {c.key for c in table.columns if any(isinstance(r.get(c.key), Stat) for r in table.rows)}
+    rows = [{k: v.value if isinstance(v, Marked) else v for k, v in r.items()} for r in table.rows]  # no marks
+    stat_keys = {c.key for c in table.columns if any(isinstance(r.get(c.key), Stat) for r in rows)}
     header: list[str] = []
     for c in table.columns:
         header += [f"{c.key}_mean", f"{c.key}_std", f"{c.key}_n"] if c.key in stat_keys else [c.key]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    for row in table.rows:
+    for row in rows:
         out: list[str] = []
         for c in table.columns:
             value = row.get(c.key, "")

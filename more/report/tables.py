@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from more.report.precision import PRECISION_MARK, DefinedPrecision, defined_precision, left_out_text, precision_notes
 from more.report.sources import FINISHED, TrialRecord
 from more.report.stats import Paired, Stat, describe, paired_comparison
 
@@ -48,13 +49,23 @@ class PValue:
 
 
 @dataclass(frozen=True)
+class Marked:
+    """A cell followed by a footnote mark (the note that explains it is in the table's notes)."""
+
+    value: Any
+    mark: str
+
+
+@dataclass(frozen=True)
 class Column:
-    """``key`` names the CSV column(s); ``header`` is the Markdown header; ``tex`` a raw LaTeX header if given."""
+    """``key`` names the CSV column(s); ``header`` is the Markdown header; ``tex`` a raw LaTeX header if given;
+    ``csv_only`` columns are left out of Markdown and LaTeX."""
 
     key: str
     header: str
     tex: str | None = None
     align: str = "r"
+    csv_only: bool = False
 
 
 @dataclass
@@ -112,6 +123,18 @@ class Group:
                 out[r.seed if r.seed is not None else -1 - i] = r.metrics[key]
         return out
 
+    def precisions(self, output: str) -> dict[int, DefinedPrecision]:
+        """seed -> the run's mean precision over the classes where it is defined, over the usable trials."""
+        return {r.seed if r.seed is not None else -1 - i: defined_precision(r, output)
+                for i, r in enumerate(self.records) if is_usable(r, output)}
+
+    def metric_values(self, metric: str, output: str) -> dict[int, float]:
+        """seed -> a Table 3 metric: precision over the classes where it is defined (see
+        :mod:`more.report.precision`), recall and mIoU as logged."""
+        if metric == "precision":
+            return {seed: p.value for seed, p in self.precisions(output).items() if p.value is not None}
+        return self.values(metric_key(output, metric), output)
+
     def stat(self, key: str, output: str) -> Stat:
         return describe(self.values(key, output).values())
 
@@ -168,30 +191,44 @@ class Table3:
 
 def table3(records: list[TrialRecord], *, output: str, conditions: list[str], checkpoint_text: str,
            paper_rows: dict[str, dict[str, float]] | None = None, title: str = "Table 3") -> Table3:
-    """One row per condition (and sweep point): check marks, Precision/Recall/mIoU as mean ± std (n), Δ to MoRe."""
+    """One row per condition (and sweep point): check marks, Precision/Recall/mIoU as mean ± std (n), Δ to MoRe.
+
+    Precision is the mean over the classes where it is defined (:mod:`more.report.precision`), marked † with a note
+    naming the classes left out; the CSV keeps the strict mean over all classes as ``precision_*`` next to the shown
+    ``precision_defined_*``.
+    """
     groups = group_records(records, conditions)
     ref = find_reference(groups)
-    ref_stats = {m: ref.stat(metric_key(output, m), output) for m, _ in METRICS} if ref else {}
+    ref_stats = {m: describe(ref.metric_values(m, output).values()) for m, _ in METRICS} if ref else {}
     columns = [Column("condition", "Condition", align="l"),
                Column("l_cre", "L_cre", r"$\mathcal{L}_{cre}$", "c"),
                Column("l_ure", "L_ure", r"$\mathcal{L}_{ure}$", "c"), Column("gcr", "GCR", align="c")]
-    columns += [Column(m, label) for m, label in METRICS] + [Column("n", "n")]
+    columns += [Column("precision_defined", "Precision"), Column("precision", "Precision (strict)", csv_only=True)]
+    columns += [Column(m, label) for m, label in METRICS if m != "precision"] + [Column("n", "n")]
     columns += [Column(f"delta_{m}", f"Δ{SHORT[m]}", rf"$\Delta${SHORT[m]}") for m, _ in METRICS]
     show_paper = bool(paper_rows) and any(g.condition in paper_rows for g in groups)
     if show_paper:
         columns += [Column(f"paper_{m}", f"Paper {label}") for m, label in METRICS]
-    rows = []
+    rows, left_out, unknown = [], [], []
     for g in groups:
         cre, ure, gcr = component_checks(g.records)
-        row: dict[str, Any] = {"condition": g.label, "l_cre": cre, "l_ure": ure, "gcr": gcr}
+        row: dict[str, Any] = {"condition": g.label, "l_cre": cre, "l_ure": ure, "gcr": gcr,
+                               "precision": g.stat(metric_key(output, "precision"), output)}
         for m, _ in METRICS:
-            row[m] = g.stat(metric_key(output, m), output)
+            stat = describe(g.metric_values(m, output).values())
+            row["precision_defined" if m == "precision" else m] = stat
             ref_mean = ref_stats[m].mean if ref_stats else None
             row[f"delta_{m}"] = "ref" if g is ref else Delta(
-                row[m].mean - ref_mean if row[m].mean is not None and ref_mean is not None else None)
+                stat.mean - ref_mean if stat.mean is not None and ref_mean is not None else None)
             if show_paper:
                 paper = paper_rows.get(g.condition, {}) if not g.sweep else {}
                 row[f"paper_{m}"] = Num(paper.get(m))
+        runs = list(g.precisions(output).values())
+        if any(p.left_out for p in runs):
+            row["precision_defined"] = Marked(row["precision_defined"], PRECISION_MARK)
+            left_out.append(f"{g.label}: {left_out_text(runs)}")
+        if any(p.value is None for p in runs):
+            unknown.append(f"{g.label} ({sum(p.value is None for p in runs)} of {len(runs)})")
         row["n"] = row["miou"].n
         rows.append(row)
     label = OUTPUT_LABELS.get(output, output)
@@ -199,6 +236,7 @@ def table3(records: list[TrialRecord], *, output: str, conditions: list[str], ch
     caption = (f"{title}: component ablation, {label} output on val, mean ± sample std over seeds (n runs); "
                f"{ref_text}; {checkpoint_text}. Check marks derived from each run's config: {CHECK_RULE}.")
     notes = [] if ref else ["no condition named 'more' and no row with all three components: deltas are n/a"]
+    notes += precision_notes(left_out, unknown)
     table = Table("table3", title, caption, columns, rows, notes)
     return Table3(table, paired_table(groups, ref, output=output, title=title), ref.label if ref else None)
 
@@ -214,13 +252,13 @@ def paired_table(groups: list[Group], ref: Group | None, *, output: str, title: 
         if ref is None or g is ref:
             continue
         for m, label in METRICS:
-            key = metric_key(output, m)
-            res: Paired = paired_comparison(g.values(key, output), ref.values(key, output))
+            res: Paired = paired_comparison(g.metric_values(m, output), ref.metric_values(m, output))
             rows.append({"condition": g.label, "metric": label, "pairs": res.n, "mean_diff": Delta(res.mean),
                          "std_diff": Num(res.std), "t": Num(res.t), "p": PValue(res.p), "verdict": res.verdict})
     caption = (f"{title}, paired comparison with {ref.label if ref else 'the full MoRe row'}: for the seeds both "
                f"conditions ran, Δ = condition − reference per seed; paired t-test with n − 1 degrees of freedom, "
-               f"two-sided p. Fewer than 3 pairs: n too small to call a difference.")
+               f"two-sided p. Fewer than 3 pairs: n too small to call a difference. Precision as in Table 3 (over the "
+               f"classes where it is defined).")
     return Table("table3_paired", f"{title}, paired comparison", caption, columns, rows)
 
 
@@ -336,9 +374,10 @@ def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs_all)
     order = {c: i for i, c in enumerate(conditions)}
     labels = sorted(dict.fromkeys(series_order), key=lambda s: order.get(s.split(" (")[0], len(order)))
-    columns = [Column("series", "Condition", align="l"), Column("value", key, align="l")]
-    columns += [Column(m, label) for m, label in METRICS] + [Column("n", "n")]
-    rows, series = [], []
+    columns = [Column("series", "Condition", align="l"), Column("value", key, align="l"),
+               Column("precision_defined", "Precision"), Column("precision", "Precision (strict)", csv_only=True)]
+    columns += [Column(m, label) for m, label in METRICS if m != "precision"] + [Column("n", "n")]
+    rows, series, left_out, unknown = [], [], [], []
     for label in labels:
         pts = sorted(((x, recs) for (lab, _), (x, recs) in points.items() if lab == label), key=lambda p: _order(p[0]))
         stats = []
@@ -346,6 +385,14 @@ def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions
             row: dict[str, Any] = {"series": label, "value": value_text(x)}
             for m, _ in METRICS:
                 row[m] = describe(r.metrics[metric_key(output, m)] for r in recs if metric_key(output, m) in r.metrics)
+            runs = [defined_precision(r, output) for r in recs]
+            row["precision_defined"] = describe(p.value for p in runs if p.value is not None)
+            if any(p.left_out for p in runs):
+                row["precision_defined"] = Marked(row["precision_defined"], PRECISION_MARK)
+                left_out.append(f"{label} at {key}={value_text(x)}: {left_out_text(runs)}")
+            if any(p.value is None for p in runs):
+                unknown.append(f"{label} at {key}={value_text(x)} ({sum(p.value is None for p in runs)} of "
+                               f"{len(runs)})")
             row["n"] = row["miou"].n
             rows.append(row)
             stats.append(row["miou"])
@@ -355,7 +402,7 @@ def sensitivity(records: list[TrialRecord], key: str, *, output: str, conditions
                f"seeds (n runs); {checkpoint_text}. Base-point runs enter at their configured value of {key}.")
     lost = [r.trial for r in records if key in r.sweep and not is_usable(r, output)]
     notes = [f"not finished with results, so not shown: {', '.join(lost)} (see Missing / failed trials)"]
-    notes = notes if lost else []
+    notes = (notes if lost else []) + precision_notes(left_out, unknown)
     return Sensitivity(key, Table(f"sensitivity_{safe}", f"Sensitivity: {key}", caption, columns, rows, notes),
                        series, numeric)
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,16 @@ def _plain(value: Any) -> Any:
 
 
 def write_outputs(study: Any, out: Path, *, base: dict[str, Any], title: str,
-                  extra: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  extra: dict[int, dict[str, Any]] | None = None,
+                  report: dict[str, Any] | None = None) -> dict[str, Any]:
     """trials.csv/.md, importances.*, best.yaml and best.json in ``out``; returns the best record (empty without
-    a complete trial)."""
+    a complete trial).
+
+    Args:
+        report: the best and the config's values scored on the report split (a cached search's
+            ``{"split", "source", "images", "pixels", "best": {...}, "default": {...}}``), kept in best.json under
+            ``report`` and named in best.yaml's header.
+    """
     columns, rows = trial_rows(study, extra)
     write_text(out / "trials.csv", to_csv(columns, rows))
     write_text(out / "trials.md", to_markdown(columns, rows, title=title))
@@ -134,20 +142,26 @@ def write_outputs(study: Any, out: Path, *, base: dict[str, Any], title: str,
     except ValueError:
         return {}
     record = {"study": study.study_name, "trial": best.number, "value": best.value, "params": best.params}
+    comment = f"best of Optuna study {study.study_name}: trial {best.number}, value {best.value:.6g}"
+    if report:
+        record["report"] = report
+        comment += (f"\non the report split {report['split']}: {report['best']['miou']:.6g} (the config's "
+                    f"{report['default']['eval.bkg_thre']:.6g}: {report['default']['miou']:.6g})")
     write_text(out / "best.json", json.dumps(record, indent=2, default=str) + "\n")
-    write_text(out / "best.yaml", best_overlay(base, best.params, comment=f"best of Optuna study {study.study_name}: "
-                                                                       f"trial {best.number}, value {best.value:.6g}"))
+    write_text(out / "best.yaml", best_overlay(base, best.params, comment=comment))
     return record
 
 
 def log_study(study: Any, out: Path, *, spec_name: str, digest: str, spec_text: str, metric: str,
               tracking_uri: str | None = None, extra: dict[int, dict[str, Any]] | None = None,
-              run_ids: dict[int, str] | None = None) -> tuple[str | None, int]:
+              run_ids: dict[int, str] | None = None,
+              parent_metrics: dict[str, float] | None = None) -> tuple[str | None, int]:
     """Mirror the study into MLflow: the parent run of the study (``<name>-<hash>``, reused on resume) and one child
     run per finished Optuna trial not logged yet (found by its ``more.trial_key`` tag), each in one ``log_batch``
     (params = the trial's values, metric ``metric`` = its value, the ``extra`` columns as metrics); the tables,
     importances and best config go to the parent's artifacts. ``run_ids`` maps trials that already have a run
-    (a training trial's own run) to it: those get the Optuna tags only.
+    (a training trial's own run) to it: those get the Optuna tags only. ``parent_metrics`` (e.g. the report split's
+    scores) go on the parent run at step = the study's trial count, so a resumed study adds a point.
 
     Returns:
         (parent run id or None when tracking is off, number of child runs created).
@@ -187,6 +201,10 @@ def log_study(study: Any, out: Path, *, spec_name: str, digest: str, spec_text: 
                          tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run_id, status="FAILED" if t.state.name == "FAIL" else "FINISHED", end_time=now or None)
         created += 1
+    if parent_metrics:
+        step, stamp = len(study.get_trials(deepcopy=False)), int(time.time() * 1000)
+        launch._call("logging the report split's scores", client.log_batch, parent,
+                     metrics=[Metric(k, float(v), stamp, step) for k, v in parent_metrics.items()])
     for name in ("trials.md", "trials.csv", "importances.md", "importances.csv", "importances.png", "best.yaml",
                  "best.json"):
         if (out / name).is_file():

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from more.tracking.store import get_or_create_experiment, make_client, resolve_tracking_uri
+from more.tracking.store import get_or_create_experiment, make_client, resolve_tracking_uri, runs_page_text
 
 Report = Callable[[dict[str, float], "str | None"], None]
 LAUNCH, TRIAL = "launch", "trial"
@@ -208,6 +208,10 @@ class LaunchTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self._call("ending the launch run", self.client.set_terminated, self.run_id, STATUS.get(status, status))
+
+    def runs_page(self) -> str:
+        """The line that says where the experiment's runs table is in the MLflow UI ("" when tracking is off)."""
+        return runs_page_text(self.tracking_uri, self.experiment_id) if self.enabled else ""
 
 
 # ------------------------------------------------------------------------------------------------- trial

@@ -7,6 +7,8 @@
   it sets ``MLFLOW_EXPERIMENT_ID``, which then overrides every trial's experiment).
 - A server (``mlflow server --workers 1`` with job execution off, ~0.5 GB instead of ~3 GB) binds to 127.0.0.1,
   runs in its own process group and is stopped by that group's id, which is its PID.
+- Links: MLflow 3's UI opens on its GenAI pages, so ``more ui`` and ``ablate`` print each experiment's runs table,
+  ``<ui>/#/experiments/<id>/runs`` (:func:`runs_page_url`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 # The MLflow UI opens an experiment on its GenAI pages unless the experiment says it holds model-training runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+DEFAULT_UI_PORT = 5000  # `more ui`'s default --port
 
 
 class TrackingError(RuntimeError):
@@ -122,6 +125,42 @@ def get_or_create_experiment(client: Any, name: str, *, uri: str, tags: dict[str
     if exp.lifecycle_stage == "deleted":
         client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
+
+
+def runs_page_url(ui_url: str, experiment_id: str) -> str:
+    """The MLflow UI page with an experiment's runs table (the UI routes after ``#``; MLflow 3.17's landing page and
+    its experiment list open on the GenAI overview instead).
+
+    Args:
+        ui_url: where the UI is served, e.g. ``http://127.0.0.1:5000`` (an ``http(s)://`` tracking URI is one).
+        experiment_id: the experiment's id.
+    """
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def runs_page_text(uri: str, experiment_id: str) -> str:
+    """Where to see an experiment's runs: the link on a tracking server; for a sqlite store the link that
+    ``python -m more ui`` serves on its default port, with the command that starts it."""
+    if is_server(uri):
+        return f"MLflow runs: {runs_page_url(uri, experiment_id)}"
+    try:
+        store = "" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}"  # `more ui`'s own default
+    except TrackingError:
+        store = f" --tracking-uri {uri}"
+    return (f"MLflow runs: {runs_page_url(f'http://127.0.0.1:{DEFAULT_UI_PORT}', experiment_id)} once "
+            f"`python -m more ui{store}` serves the store")
+
+
+def experiment_pages(uri: str, ui_url: str, *, limit: int = 10) -> tuple[list[tuple[str, str]], int]:
+    """``([(experiment name, runs page URL)], how many more)`` of the store's active experiments, most recently
+    created first, the empty ``Default`` experiment left out."""
+    from mlflow.entities import ViewType
+
+    client = make_client(uri)
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
+                                            order_by=["creation_time DESC", "experiment_id DESC"])
+    shown = [e for e in experiments if e.name != "Default" or client.search_runs([e.experiment_id], max_results=1)]
+    return [(e.name, runs_page_url(ui_url, e.experiment_id)) for e in shown[:limit]], max(0, len(shown) - limit)
 
 
 # ------------------------------------------------------------------------------------------------- server

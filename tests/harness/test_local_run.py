@@ -112,6 +112,10 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
     parent, children = tracked_runs("local", digest)
     by_name = {r.info.run_name: r for r in children}
     assert sorted(by_name) == sorted(rows) and parent.info.status == "FAILED"  # the launch had a failed trial
+    # the last line links to the experiment's runs table, served by `more ui` over this store ($MLFLOW_TRACKING_URI)
+    assert out.stdout.rstrip().splitlines()[-1] == (f"MLflow runs: http://127.0.0.1:5000/#/experiments/"
+                                                    f"{parent.info.experiment_id}/runs once `python -m more ui` "
+                                                    f"serves the store")
     good = by_name["more-s0"]
     assert good.info.status == "FINISHED" and good.data.tags["more.condition"] == "more"
     assert good.data.tags["more.seed"] == "0" and good.data.tags["more.trial_key"] == f"{digest}:more-s0"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from more.report import Checkpoint, ReportOptions, build_report, load_experiment
-from more.report.render import csv_text, latex_table, markdown_table
+from more.report.render import csv_text, latex_table, markdown_table, tex_escape
 
 SPEC = "table3_unit"
 CONDITIONS = {
@@ -200,11 +200,15 @@ def test_latex_is_well_formed(tracked, last):
         lines = tex.splitlines()
         order = [lines.index(x) for x in (r"\toprule", r"\midrule", r"\bottomrule")]
         assert order == sorted(order) and tex.count(r"\toprule") == 1
-        assert lines[-3:] == [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        end = lines.index(r"\end{tabular}")
+        assert lines[end - 1] == r"\bottomrule" and lines[-1] == r"\end{table}"
+        # the notes, in small type between the tabular and the end of the float
+        assert lines[end + 1:-1] == [r"\par\smallskip{\footnotesize " + tex_escape(n) + "}"
+                                     for n in report.tables[name].notes]
         assert _balanced(tex), name
         code = "\n".join(ln for ln in lines if not ln.startswith("%"))  # the leading comment names the packages
         assert _unescaped(code, "_") == [] and _unescaped(code, "%") == [], name
-        cols = len(report.tables[name].columns)
+        cols = len([c for c in report.tables[name].columns if not c.csv_only])
         body = lines[lines.index(r"\toprule") + 1:lines.index(r"\bottomrule")]
         assert all(len(re.split(r"(?<!\\)&", ln)) == cols for ln in body if ln != r"\midrule"), name
     t3 = latex_table(report.tables["table3"])

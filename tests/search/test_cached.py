@@ -1,5 +1,5 @@
 """The cached seed-threshold search: a real study on a tiny synthetic set, checked against a direct recomputation
-through ``python -m more infer``; resume, refusals, outputs and the MLflow runs."""
+through ``python -m more infer`` on the tuning and the report split; resume, refusals, outputs and the MLflow runs."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def trial_numbers(out: Path) -> list[int]:
         return [int(row["trial"]) for row in csv.DictReader(fh)]
 
 
-def child_runs(uri: Path) -> list:
+def tracked_runs(uri: Path) -> tuple:
+    """(the study's parent run, its child runs)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{uri / 'mlflow.db'}")
@@ -44,7 +45,17 @@ def child_runs(uri: Path) -> list:
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("more.kind") == "launch"]
     assert len(parents) == 1
-    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    return parents[0], [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+
+
+def child_runs(uri: Path) -> list:
+    return tracked_runs(uri)[1]
+
+
+def direct_seeds_miou(checkpoint: Path, split: str, out: Path, *overrides: str) -> float:
+    """The seeds mIoU through the inference command (no cache, per-image seeds, its own confusion matrix)."""
+    assert main(["infer", str(checkpoint), "--task", "seeds", "--split", split, "--out", str(out), *overrides]) == 0
+    return json.loads((out / "metrics.json").read_text())["outputs"]["seeds"]["miou"]
 
 
 def test_cached_search_best_equals_direct_recomputation_and_resume_continues(checkpoint, tmp_path, capsys):
@@ -60,11 +71,26 @@ def test_cached_search_best_equals_direct_recomputation_and_resume_continues(che
     thre = best["params"]["eval.bkg_thre"]
 
     # the same threshold through the inference command (no cache, per-image seeds, its own confusion matrix)
-    assert main(["infer", str(checkpoint), "--task", "seeds", "--split", "train", "--out", str(tmp_path / "direct"),
-                 f"eval.bkg_thre={thre!r}"]) == 0
-    capsys.readouterr()
-    direct = json.loads((tmp_path / "direct" / "metrics.json").read_text())["outputs"]["seeds"]["miou"]
+    direct = direct_seeds_miou(checkpoint, "train", tmp_path / "direct", f"eval.bkg_thre={thre!r}")
     assert best["value"] == pytest.approx(direct, abs=1e-9)
+
+    # the best and the config's threshold scored on the report split (every pixel), as the inference command does
+    report, default = best["report"], load_run(checkpoint, {}).cfg.eval.bkg_thre
+    assert (report["split"], report["source"], report["best"]["eval.bkg_thre"]) == ("val", "cam", thre)
+    assert report["default"]["eval.bkg_thre"] == default
+    assert report["best"]["miou"] == pytest.approx(direct_seeds_miou(
+        checkpoint, "val", tmp_path / "direct_val", f"eval.bkg_thre={thre!r}"), abs=1e-9)
+    assert report["default"]["miou"] == pytest.approx(direct_seeds_miou(checkpoint, "val", tmp_path / "default_val"),
+                                                      abs=1e-9)
+    assert report["best"]["tuning_miou"] == best["value"]
+    assert report["default"]["tuning_miou"] == pytest.approx(
+        direct_seeds_miou(checkpoint, "train", tmp_path / "default_train"), abs=1e-9)
+    capsys.readouterr()
+    assert f"seeds mIoU on the report split val ({report['images']} images" in stdout
+    assert f"best threshold    eval.bkg_thre={thre:.6g}: {report['best']['miou']:.3f} on val" in stdout
+    assert f"config threshold  eval.bkg_thre={default:.6g}: {report['default']['miou']:.3f} on val" in stdout
+    assert len(list((out / "cache").glob("val-cam-*.npz"))) == 1
+    assert "on the report split val" in (out / "best.yaml").read_text().splitlines()[1]
 
     # the overlay rebuilds the checkpoint's config with the best threshold
     expected = to_flat(load_run(checkpoint, {"eval.bkg_thre": thre}).cfg)
@@ -72,17 +98,28 @@ def test_cached_search_best_equals_direct_recomputation_and_resume_continues(che
     for name in ("trials.md", "importances.csv", "importances.md", "importances.png"):
         assert (out / name).is_file()
     assert "one parameter" in (out / "importances.md").read_text()
-    runs = child_runs(uri)
+    parent, runs = tracked_runs(uri)
     assert len(runs) == 50 and {r.info.status for r in runs} == {"FINISHED"}
+    assert parent.data.metrics["search/val/cam/seeds_miou_best"] == pytest.approx(report["best"]["miou"])
+    assert parent.data.metrics["search/val/cam/seeds_miou_default"] == pytest.approx(report["default"]["miou"])
+    assert parent.data.metrics["search/train/cam/seeds_miou_default"] == pytest.approx(report["default"]["tuning_miou"])
+    assert parent.data.metrics["search/best/eval.bkg_thre"] == pytest.approx(thre)
 
     # a second launch without --resume is refused; --resume continues the numbering and reuses the cached maps
     code, _, stderr = search(capsys, str(spec), *common)
     assert code == 2 and "pass --resume" in stderr
     code, stdout, stderr = search(capsys, str(spec), *common, "--resume", "--trials", "7")
     assert code == 0, stderr
-    assert "score maps from the cache" in stderr and "7 trials in" in stdout
+    assert stderr.count("score maps from the cache") == 2 and "7 trials in" in stdout  # tuning and report split
     assert trial_numbers(out) == list(range(57))
-    assert len(child_runs(uri)) == 57  # the parent is reused, only the new trials are logged
+    parent, runs = tracked_runs(uri)
+    assert len(runs) == 57  # the parent is reused, only the new trials are logged
+    from mlflow import MlflowClient
+
+    history = MlflowClient(f"sqlite:///{uri / 'mlflow.db'}").get_metric_history(parent.info.run_id,
+                                                                               "search/val/cam/seeds_miou_best")
+    assert [m.step for m in history] == [50, 57]  # one point per launch, at the study's trial count
+    assert json.loads((out / "best.json").read_text())["report"]["best"]["miou"] == pytest.approx(history[-1].value)
 
 
 def test_resume_without_a_study_is_refused(checkpoint, tmp_path, capsys):
@@ -120,3 +157,12 @@ def test_confusion_is_the_seed_rule_counted_by_hand():
     np.testing.assert_array_equal(hist, expected)
     # IoU: bg 2/2, class 1: 1/(1+1) , class 2: 1/(1+1) -> mIoU 66.67
     assert cache.miou(0.4) == pytest.approx(100 * (1 + 0.5 + 0.5) / 3)
+
+
+def test_a_missing_report_split_fails_before_the_study(checkpoint, tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", trials=3, report_split="nosuch")
+    code, stdout, stderr = search(capsys, str(spec), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                                  "--no-tracking")
+    assert code == 2 and stderr.startswith("error: ") and "nosuch" in stderr
+    assert "trials in" not in stdout and not (tmp_path / "o" / "trials.csv").exists()
+    assert not list((tmp_path / "o").glob("cache/*.npz"))  # nothing computed

@@ -1,4 +1,5 @@
-"""Tracking URIs (embedded default, env and CLI overrides), artifact locations and experiments."""
+"""Tracking URIs (embedded default, env and CLI overrides), artifact locations, experiments and the links to their
+runs pages."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from more.tracking.store import (
     TrackingError,
     artifact_root,
     default_store_dir,
+    experiment_pages,
     get_or_create_experiment,
     is_loopback,
     make_client,
     resolve_tracking_uri,
+    runs_page_text,
+    runs_page_url,
     sqlite_path,
 )
 
@@ -69,3 +73,35 @@ def test_experiment_is_created_once_with_location_and_tags_and_restored_when_del
     client.delete_experiment(first)
     assert get_or_create_experiment(client, "spec_a", uri=uri) == first
     assert client.get_experiment(first).lifecycle_stage == "active"
+
+
+def test_runs_page_links(monkeypatch, tmp_path):
+    assert runs_page_url("http://127.0.0.1:5000/", "7") == "http://127.0.0.1:5000/#/experiments/7/runs"
+    assert runs_page_text("http://10.0.0.5:5000", "3") == "MLflow runs: http://10.0.0.5:5000/#/experiments/3/runs"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # a sqlite store: the page `more ui` serves on its default port, and the command that serves this store
+    default = runs_page_text(resolve_tracking_uri(None), "2")
+    assert default == ("MLflow runs: http://127.0.0.1:5000/#/experiments/2/runs once `python -m more ui` serves "
+                       "the store")
+    other = resolve_tracking_uri(str(tmp_path))
+    assert runs_page_text(other, "2").endswith(f"`python -m more ui --tracking-uri {other}` serves the store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)  # what `more ui` would serve without arguments
+    assert runs_page_text(other, "2").endswith("`python -m more ui` serves the store")
+
+
+def test_experiment_pages_newest_first_without_the_empty_default(make_store):
+    from more.tracking import LaunchTracker
+
+    uri = make_store()
+    client = make_client(uri)
+    first = get_or_create_experiment(client, "spec_a", uri=uri)
+    launch = LaunchTracker.start(uri, "spec_b", "c0ffee000002", "name: spec_b\n", "abc", strict=True)
+    pages, more = experiment_pages(uri, "http://127.0.0.1:5001")
+    assert pages == [("spec_b", f"http://127.0.0.1:5001/#/experiments/{launch.experiment_id}/runs"),
+                     ("spec_a", f"http://127.0.0.1:5001/#/experiments/{first}/runs")] and more == 0
+    assert experiment_pages(uri, "http://h", limit=1) == ([("spec_b", f"http://h/#/experiments/{launch.experiment_id}"
+                                                                      f"/runs")], 1)
+    assert launch.runs_page() == runs_page_text(uri, launch.experiment_id)
+    assert f"#/experiments/{launch.experiment_id}/runs once `python -m more ui --tracking-uri {uri}`" in \
+        launch.runs_page()
+    assert LaunchTracker(None, uri, None, None).runs_page() == ""  # tracking off: nothing to link to

@@ -1,4 +1,5 @@
-"""``python -m more ui`` in a real headless Chromium: the tracked runs, their names and a metric value render.
+"""``python -m more ui`` in a real headless Chromium: the runs page it links to lists the tracked runs; their names
+and a metric value render.
 
 Chromium is not installed by the tests: ``apt-get install -y chromium`` (CI does it). Without it this test fails,
 unless ``MORE_SKIP_BROWSER=1`` asks to skip it. The screenshot is kept in ``work/test-artifacts/``.
@@ -92,17 +93,23 @@ class UiProcess:
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True).start()
 
-    def wait_for_url(self, timeout: float = 240.0) -> tuple[str, int]:
+    def wait_for(self, pattern: str, timeout: float = 240.0) -> re.Match:
+        """The first match of ``pattern`` in an output line, waiting for it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in list(self.lines):
-                m = re.search(r"MLflow UI: (http://\S+)\s+\(server pid (\d+)", line)
+                m = re.search(pattern, line)
                 if m:
-                    return m.group(1), int(m.group(2))
+                    return m
             if self.proc.poll() is not None:
                 break
             time.sleep(0.5)
-        raise AssertionError(f"`more ui` did not print its URL (exit {self.proc.poll()}):\n{''.join(self.lines)}")
+        raise AssertionError(f"`more ui` printed no line matching {pattern!r} (exit {self.proc.poll()}):\n"
+                             f"{''.join(self.lines)}")
+
+    def wait_for_url(self, timeout: float = 240.0) -> tuple[str, int]:
+        m = self.wait_for(r"MLflow UI: (http://\S+)\s+\(server pid (\d+)", timeout)
+        return m.group(1), int(m.group(2))
 
     def kill_leftovers(self, server_pid: int | None) -> None:
         for pgid in (self.proc.pid, server_pid):
@@ -141,7 +148,10 @@ def test_mlflow_ui_renders_the_tracked_runs_in_chromium(make_store):
         url, server_pid = ui.wait_for_url()
         assert url == f"http://127.0.0.1:{port}"
 
-        runs_page = page_text(chromium(f"{url}/#/experiments/{experiment_id}/runs"))
+        # the runs page `more ui` links to (MLflow 3's landing page opens on its GenAI overview instead)
+        link = ui.wait_for(r"^  ui_spec: (http://\S+)$", 30).group(1)
+        assert link == f"{url}/#/experiments/{experiment_id}/runs"
+        runs_page = page_text(chromium(link))
         assert "ui_spec-c0ffee000001" in runs_page  # the parent row
         assert "3 matching runs" in runs_page  # parent + both children loaded into the table
 
