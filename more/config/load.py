@@ -304,6 +304,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gcr.candidates": ("classes_and_patches", "patches"),
     "gcr.similarity": ("dot", "cosine"),
     "gcr.fusion": ("reference", "paper"),
+    "gcr.weighting": ("sum_product", "dot"),
     "lir.cre_norm": ("reference", "paper"),
     "lir.ure_token_offset": ("reference", "centered"),
     "loss.seg_target": ("cam", "lam"),

@@ -82,6 +82,7 @@ FIDELITY_SWITCHES: dict[str, tuple[Any, Any]] = {
     "gcr.similarity": ("dot", "cosine"),  # §7.3
     "gcr.candidates": ("classes_and_patches", "patches"),  # §7.4
     "gcr.fusion": ("reference", "paper"),  # §7.5
+    "gcr.weighting": ("sum_product", "dot"),  # §7.17
     "model.lam": ("dot", "cosine"),  # §7.6
     "loss.seg_target": ("cam", "lam"),  # §7.7
     "lir.cre_norm": ("reference", "paper"),  # §7.9

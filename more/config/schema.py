@@ -71,6 +71,7 @@ class GCRConfig:
     candidates: str = "classes_and_patches"  # §7.4: classes_and_patches (reference) | patches (paper)
     similarity: str = "dot"  # §7.3: dot (reference, scaled 1/sqrt(D)) | cosine (paper)
     fusion: str = "reference"  # §7.5: reference (0.1-scaled residual + LayerNorm) | paper (Eq. 5)
+    weighting: str = "sum_product"  # §7.17: sum_product (reference einsum, (Σ t)(Σ gate)) | dot (paper Eq. 4)
 
 
 @dataclass
