@@ -429,3 +429,18 @@ def load_reference(
             del sys.modules[name]
         sys.modules.update(set_aside)
         registry()
+
+
+def approx(component: str, ours: Any, ref: Any, *, tol: float = 1e-4, note: str = "", deliberate: bool = False) -> Row:
+    """:func:`compare` for float outputs computed in a different op order: ``atol = tol · max|ref|``, ``rtol = tol``.
+
+    Scaling the absolute tolerance by the reference's magnitude makes one tolerance fit logits, features and
+    gradients alike (fp32 rounding is relative).
+    """
+    scale = max((float(_as_tensor(v).abs().max()) for _, v in _leaves(ref) if _as_tensor(v).numel()), default=0.0)
+    return compare(component, ours, ref, atol=tol * scale, rtol=tol, note=note, deliberate=deliberate)
+
+
+def exact(component: str, ours: Any, ref: Any, *, note: str = "", deliberate: bool = False) -> Row:
+    """:func:`compare` with zero tolerance (labels, masks, indices, counts)."""
+    return compare(component, ours, ref, atol=0.0, rtol=0.0, note=note, deliberate=deliberate)
