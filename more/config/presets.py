@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lir.cre_temperature": 0.1,
         "loss.ptc_start": 8000,
         "loss.ptc_weight": 0.3,
-        "loss.ptc_weight_late": 1.0,
+        "loss.ptc_weight_late": 0.3,  # train_coco.py uses args.w_ptc (0.3) in both PTC phases
         "loss.lir_start": 12000,
         "loss.seg_start": 16000,
         "pseudo.cam_scales": [1.0, 0.5, 0.75, 1.25, 1.5],
