@@ -311,6 +311,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pseudo.lir_mask_source": ("aux_then_main", "main"),
     "pseudo.par_channels": ("auto", "all", "present"),
     "train.amp": ("auto", "bf16", "off"),
+    "optim.idle_params": ("zero_grad", "skip"),
 }
 
 NON_NEGATIVE = [

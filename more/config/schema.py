@@ -148,6 +148,9 @@ class OptimConfig:
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
     power: float = 0.9
+    # Parameters no weighted loss term reaches in a step (the decoder during the seg warm-up): zero_grad (reference:
+    # its 0.0 * seg_loss gives them zero gradients, so AdamW decays them and counts the step) | skip (left untouched).
+    idle_params: str = "zero_grad"
 
 
 @dataclass
