@@ -252,8 +252,8 @@ class Reference:
     Attributes:
         root: the checkout.
         commit: its git commit when the checkout has a ``.git``, else None.
-        rloss: True when ``bilateralfilter`` is rloss's built extension, False when it is the stub (then the
-            reference's energy loss cannot run and the energy checks use the exact Gaussian on both sides).
+        rloss: True when ``bilateralfilter`` is rloss's built extension, False when it is the exact-Gaussian
+            stand-in (the reference's energy loss then runs with the exact sum instead of the lattice).
         modules: imported modules by dotted name, e.g. ``modules["model.GCA"]``.
     """
 
@@ -313,18 +313,38 @@ def _check_commit(root: Path, expected: str, allow_other_commit: bool) -> str | 
     return head
 
 
-def _bilateralfilter_stub() -> types.ModuleType:
-    """Stands in for rloss's extension so that ``model/losses.py`` imports; calling it is an error."""
-    stub = types.ModuleType("bilateralfilter")
+def _exact_bilateralfilter() -> types.ModuleType:
+    """Stands in for rloss's extension: the exact Gaussian sum the permutohedral lattice approximates (§2.7.1).
 
-    def unavailable(*_args: Any, **_kwargs: Any) -> None:
-        raise RuntimeError("rloss's bilateralfilter is not built: pass --rloss DIR (the folder holding the built "
-                           "bilateralfilter.py and its _bilateralfilter*.so) to run the reference's energy loss")
+    Same call as rloss's ``bilateralfilter_batch(images, ins, outs, N, K, H, W, sigma_rgb, sigma_xy)`` on flat
+    float32 arrays (planar (N, 3, H, W) images, (N, K, H, W) maps, output written in place), computed here in
+    float64 independently of ``more.losses.energy``. With it the reference's energy loss runs end to end on the CPU;
+    what it cannot show is the lattice's own deviation from the exact sum (measured with ``--rloss``).
+    """
+    module = types.ModuleType("bilateralfilter")
 
-    stub.bilateralfilter = unavailable  # type: ignore[attr-defined]
-    stub.bilateralfilter_batch = unavailable  # type: ignore[attr-defined]
-    stub.__file__ = "<stub>"
-    return stub
+    def bilateralfilter_batch(images: np.ndarray, ins: np.ndarray, outs: np.ndarray, n: int, k: int, h: int, w: int,
+                              sigma_rgb: float, sigma_xy: float) -> None:
+        rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                    indexing="ij")
+        position = torch.stack((cols.flatten(), rows.flatten()), dim=1) / sigma_xy  # (HW, 2)
+        image = torch.from_numpy(np.asarray(images, dtype=np.float64)).view(n, 3, h * w)
+        maps = torch.from_numpy(np.asarray(ins, dtype=np.float64)).view(n, k, h * w)
+        result = torch.empty_like(maps)
+        for b in range(n):
+            feats = torch.cat((position, image[b].T / sigma_rgb), dim=1)  # (HW, 5)
+            for start in range(0, h * w, 1024):
+                block = torch.cdist(feats[start:start + 1024], feats).square_().mul_(-0.5).exp_()  # (t, HW)
+                result[b, :, start:start + 1024] = maps[b] @ block.T
+        outs[:] = result.flatten().numpy().astype(np.float32)
+
+    def bilateralfilter(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the exact-Gaussian stand-in implements bilateralfilter_batch only")
+
+    module.bilateralfilter_batch = bilateralfilter_batch  # type: ignore[attr-defined]
+    module.bilateralfilter = bilateralfilter  # type: ignore[attr-defined]
+    module.__file__ = "<exact-Gaussian stand-in for rloss>"
+    return module
 
 
 def _identity_cuda(self: Any, *_args: Any, **_kwargs: Any) -> Any:
@@ -363,13 +383,14 @@ def load_reference(
 ) -> Iterator[Reference]:
     """Imports the authors' code from a checkout for the duration of a ``with`` block.
 
-    Puts the checkout first on ``sys.path``, stubs ``bilateralfilter`` (unless ``rloss_dir`` holds the built rloss
-    extension), makes ``Tensor.cuda()`` / ``Module.cuda()`` return their argument so the reference runs on the CPU,
-    and imports ``REFERENCE_MODULES``. On exit ``sys.path``, ``sys.modules`` and the ``cuda`` methods are restored.
+    Puts the checkout first on ``sys.path``, stands in for ``bilateralfilter`` with the exact Gaussian sum (unless
+    ``rloss_dir`` holds the built rloss extension), makes ``Tensor.cuda()`` / ``Module.cuda()`` return their
+    argument so the reference runs on the CPU, and imports ``REFERENCE_MODULES``. On exit ``sys.path``,
+    ``sys.modules``, timm's model registry and the ``cuda`` methods are restored.
 
     Args:
         ref_root: a checkout (or ``git archive``) of zwyang6/MoRe.
-        rloss_dir: folder with rloss's built ``bilateralfilter`` module, or None for the stub.
+        rloss_dir: folder with rloss's built ``bilateralfilter`` module, or None for the exact-Gaussian stand-in.
         expected_commit: commit prefix the checkout must be at when it has a ``.git``.
         allow_other_commit: warn instead of failing on another commit.
 
@@ -405,7 +426,7 @@ def load_reference(
     if rloss_dir is not None:
         sys.path.insert(0, str(Path(rloss_dir).resolve()))  # torch is imported already: its OpenMP symbols resolve
     else:
-        sys.modules["bilateralfilter"] = _bilateralfilter_stub()
+        sys.modules["bilateralfilter"] = _exact_bilateralfilter()
     torch.Tensor.cuda = _identity_cuda  # type: ignore[method-assign]
     torch.nn.Module.cuda = _identity_cuda  # type: ignore[method-assign]
     reference = Reference(root=root, commit=commit, rloss=rloss_dir is not None)
@@ -437,7 +458,9 @@ def approx(component: str, ours: Any, ref: Any, *, tol: float = 1e-4, note: str 
     Scaling the absolute tolerance by the reference's magnitude makes one tolerance fit logits, features and
     gradients alike (fp32 rounding is relative).
     """
-    scale = max((float(_as_tensor(v).abs().max()) for _, v in _leaves(ref) if _as_tensor(v).numel()), default=0.0)
+    magnitudes = (torch.nan_to_num(_as_tensor(v).double().abs(), nan=0.0, posinf=0.0).max() for _, v in _leaves(ref)
+                  if _as_tensor(v).numel())
+    scale = max((float(m) for m in magnitudes), default=0.0)
     return compare(component, ours, ref, atol=tol * scale, rtol=tol, note=note, deliberate=deliberate)
 
 
