@@ -142,3 +142,11 @@ def grads_by_our_name(ours: MoRe, theirs: nn.Module) -> tuple[dict[str, torch.Te
         a[name] = param.grad if param.grad is not None else torch.zeros_like(param)
         b[name] = other.grad if other.grad is not None else torch.zeros_like(other)
     return a, b
+
+
+def voc_args(ref: Reference, **overrides: object) -> SimpleNamespace:
+    """The authors' VOC defaults: ``scripts/train_voc.py``'s argument parser with no arguments, plus overrides."""
+    args = ref.load_script("scripts/train_voc.py").parser.parse_args([])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args

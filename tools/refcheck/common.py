@@ -99,8 +99,8 @@ class Row:
     Attributes:
         component: what was compared, e.g. ``"gcr/out"``.
         max_abs: largest absolute difference (``inf`` for a shape mismatch).
-        rel: ``max_abs`` divided by the largest magnitude on the reference side; for integer and bool outputs
-            (labels, masks) the fraction of elements that differ.
+        rel: ``max_abs`` divided by the largest magnitude on the reference side (over all float leaves); for
+            integer and bool outputs (labels, masks) the fraction of elements that differ.
         equal: within the check's tolerance.
         note: a short explanation (shown in the table).
         deliberate: the difference is a documented, deliberate one (README fidelity table / MORE_SPEC §11); such a
@@ -177,6 +177,7 @@ def compare(
     if [p for p, _ in ours_leaves] != [p for p, _ in ref_leaves]:
         return Row(component, math.inf, math.inf, False, _join(note, "structures differ"), deliberate)
     max_abs, rel, equal, problems = 0.0, 0.0, True, []
+    float_abs, float_scale = 0.0, 0.0  # relative error of float leaves: against the largest reference magnitude
     for path, (_, a), (_, b) in zip([p for p, _ in ours_leaves], ours_leaves, ref_leaves):
         ta, tb = _as_tensor(a), _as_tensor(b)
         where = path or "value"
@@ -194,15 +195,17 @@ def compare(
         diff = torch.nan_to_num(diff, nan=math.inf)
         leaf_abs = float(diff.max())
         if discrete:
-            leaf_rel = float((~close).double().mean())
+            rel = max(rel, float((~close).double().mean()))
         else:
-            scale = float(torch.nan_to_num(db.abs(), nan=0.0, posinf=0.0).max())
-            leaf_rel = leaf_abs / scale if scale > 0 else (0.0 if leaf_abs == 0 else math.inf)
-        max_abs, rel = max(max_abs, leaf_abs), max(rel, leaf_rel)
+            float_scale = max(float_scale, float(torch.nan_to_num(db.abs(), nan=0.0, posinf=0.0).max()))
+            float_abs = max(float_abs, leaf_abs)
+        max_abs = max(max_abs, leaf_abs)
         if not bool(close.all()):
             equal = False
             if path:
                 problems.append(f"{where} differs")
+    if float_abs > 0:
+        rel = max(rel, float_abs / float_scale if float_scale > 0 else math.inf)
     extra = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
     return Row(component, max_abs, rel, equal, _join(note, extra), deliberate)
 
