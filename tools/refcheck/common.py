@@ -190,8 +190,8 @@ def compare(
         discrete = _is_discrete(ta) and _is_discrete(tb)
         da, db = ta.to(torch.float64), tb.to(torch.float64)
         close = torch.isclose(da, db, rtol=rtol, atol=atol, equal_nan=True)
-        both_nan = torch.isnan(da) & torch.isnan(db)
-        diff = torch.where(both_nan, torch.zeros_like(da), (da - db).abs())
+        same = (torch.isnan(da) & torch.isnan(db)) | (da == db)  # NaN = NaN and inf = inf count as no error
+        diff = torch.where(same, torch.zeros_like(da), (da - db).abs())
         diff = torch.nan_to_num(diff, nan=math.inf)
         leaf_abs = float(diff.max())
         if discrete:
