@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from more.data.voc import write_mask
-
 
 def photo() -> Image.Image:
     """A real RGB photograph (512×600) that ships with matplotlib (a dependency of mlflow)."""
@@ -56,6 +54,12 @@ def scene(width: int, height: int, seed: int, num_classes: int) -> tuple[np.ndar
         mask[max(0, y - 3) : y + h + 3, max(0, x - 3) : x + w + 3] = 255  # the ignore band around the object
         mask[y : y + h, x : x + w] = c
     return image, mask
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A greyscale ("L") PNG of class indices, like SBD's SegmentationClassAug (imageio reads palette PNGs as RGB)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(path, format="PNG")
 
 
 def onehot(mask: np.ndarray, num_classes: int) -> np.ndarray:
