@@ -239,7 +239,8 @@ def checks_and_fixtures(ref: Any) -> tuple[list[Row], dict[str, Any]]:
     mults = (1.0, 1.0) + (o.head_lr_mult,) * 3
     our_groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": o.lr * m} for m in mults]
     ours_opt = PolyWarmupAdamW(our_groups, cfg=o, max_iters=cfg.train.max_iters)
-    lr_ref, lr_ours = torch.tensor(_lr(theirs_opt, LR_STEPS)), torch.tensor(_lr(ours_opt, LR_STEPS))
+    lr_ref = torch.tensor(_lr(theirs_opt, LR_STEPS), dtype=torch.float64)
+    lr_ours = torch.tensor(_lr(ours_opt, LR_STEPS), dtype=torch.float64)
     rows.append(compare("coco/lr per group over 80000 steps", lr_ours, lr_ref, atol=0, rtol=1e-9,
                         note=f"t in {LR_STEPS}"))
     rows.append(compare("coco/optimizer constants (wd, beta1, beta2, max_iters, warm-up)",

@@ -148,7 +148,7 @@ def _label_row(component: str, ours: list[np.ndarray], theirs: list[np.ndarray],
 
 def checks_and_fixtures(ref: Any) -> tuple[list[Row], dict[str, Any]]:
     """One row per inference output; the fixture keeps the reference's label maps and the tiny model's weights."""
-    rows: list[Row] = []
+    rows: list[Row] = settings_rows(ref)
     fixture: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="more-refcheck-infer-") as tmp:
         work = Path(tmp)
@@ -185,3 +185,42 @@ def checks_and_fixtures(ref: Any) -> tuple[list[Row], dict[str, Any]]:
         fixture["names"] = list(tree.names)
         fixture["sizes"] = [list(s) for s in SIZES_HW]
     return rows, fixture
+
+
+def _literal_lists(function: Any, call: str) -> list[list[float]]:
+    """Literal list arguments (positional or keyword) of every ``call(...)`` in a function's source."""
+    import ast
+    import inspect
+    import textwrap
+
+    out = []
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == call:
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                if isinstance(arg, ast.List):
+                    out.append([float(v) for v in ast.literal_eval(arg)])
+    return out
+
+
+def settings_rows(ref: Any) -> list[Row]:
+    """The tools' settings (argument defaults and literals in their loops) against our ``eval.*`` defaults."""
+    cfg = load_config("voc").eval
+    rows = []
+    for script in ("tools/infer_cam.py", "tools/infer_lam.py"):
+        module = ref.load_script(script)
+        stem = Path(script).stem
+        args = module.parser.parse_args([])
+        rows.append(compare(f"infer/settings {stem} bkg_thre", torch.tensor(cfg.bkg_thre), torch.tensor(args.bkg_thre),
+                            atol=0, rtol=0))
+        scales = sorted(_literal_lists(module._validate, "multi_scale_cam2" if "cam" in stem else "multi_scale_lam2"),
+                        key=len)
+        rows.append(compare(f"infer/settings {stem} scales (single, multi)",
+                            [torch.tensor(cfg.infer_cam_scales), torch.tensor(cfg.infer_multiscale)],
+                            [torch.tensor(scales[0]), torch.tensor(scales[-1])], atol=0, rtol=0))
+        sizes = _literal_lists(module._validate, "interpolate")
+        rows.append(compare(f"infer/settings {stem} input square", torch.tensor([cfg.resize, cfg.resize]),
+                            torch.tensor(sizes[0]), atol=0, rtol=0))
+    seg = ref.load_script("tools/infer_seg_voc.py").parser.parse_args([])
+    rows.append(compare("infer/settings infer_seg_voc scales", torch.tensor(cfg.seg_scales),
+                        torch.tensor([float(s) for s in seg.scales]), atol=0, rtol=0))
+    return rows
