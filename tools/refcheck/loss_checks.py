@@ -74,7 +74,7 @@ def checks(ref: Reference) -> list[Row]:
     big = features * 30  # |p|/tau beyond exp's float32 range: the reference's raw exp overflows
     ours_big = cre_loss(tokens=tokens, features=big, mask=m_cre, labels=labels, temperature=0.1)
     ref_big = L.CRELoss_neg(temp=0.1)(tokens, big, m_cre, labels)
-    rows.append(approx("L_cre overflow (|p|/tau > 88)", ours_big, ref_big, note="logsumexp keeps it finite where "
+    rows.append(approx("L_cre overflow (q·p/tau > 88)", ours_big, ref_big, note="logsumexp keeps it finite where "
                        f"the reference's raw exp gives {float(ref_big)}", deliberate=True))
 
     m_ure = _mask(labels, 6)
