@@ -4,8 +4,10 @@
         [--golden-out tests/golden]
 
 The reference is imported from ``--ref`` at run time (nothing of it is copied here). Every module in
-``tools/refcheck/`` with a ``checks(ref) -> list[Row]`` function contributes rows. The exit status is 1 when any row
-differs without being a documented deliberate difference, 2 when the reference cannot be loaded.
+``tools/refcheck/`` with a ``checks(ref) -> list[Row]`` function contributes rows; with ``--golden-out`` the
+fixtures of ``tools/refcheck/golden.py`` and of every check module with a ``write_golden`` are written too. The exit
+status is 1 when any row differs without being a documented deliberate difference, 2 when the reference cannot be
+loaded.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     rows: list[Row] = []
+    writers = []  # check modules that also write golden fixtures (``write_golden(ref, out_dir, *, command)``)
     try:
         with load_reference(args.ref, rloss_dir=args.rloss, allow_other_commit=args.allow_other_commit) as ref:
             for name in check_modules():
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 module = importlib.import_module(name)
                 if not hasattr(module, "checks"):
                     continue
+                if hasattr(module, "write_golden"):
+                    writers.append(module)
                 got = module.checks(ref)
                 if args.only:
                     got = [r for r in got if fnmatch.fnmatch(r.component, args.only)]
@@ -62,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.golden_out is not None:
                 from tools.refcheck import golden
 
-                written = golden.write(ref, args.golden_out, command=" ".join(sys.argv))
-                print(f"[golden fixtures: {written}]", file=sys.stderr)
+                command = "python " + " ".join(sys.argv)
+                for writer in [golden, *writers]:
+                    write = writer.write if writer is golden else writer.write_golden
+                    print(f"[golden fixtures ({writer.__name__}): {write(ref, args.golden_out, command=command)}]",
+                          file=sys.stderr)
     except ReferenceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
