@@ -41,7 +41,11 @@ def gcr_loop(gcr: GCR, class_tokens: torch.Tensor, patch_tokens: torch.Tensor) -
             rel = top.softmax(0)[:, None]  # (k, 1)  Eq. (1)
             neighbours = tails[index]  # (k, D)  Eq. (2)
             edges = (1 - rel) * head + rel * neighbours  # Eq. (3)
-            weight = (neighbours * torch.tanh(head + edges)).sum(-1).softmax(0)  # Eq. (4)
+            gate = torch.tanh(head + edges)  # (k, D)
+            if gcr.weighting == "sum_product":  # §7.17: the reference's einsum, a product of two sums
+                weight = (neighbours.sum(-1) * gate.sum(-1)).softmax(0)
+            else:
+                weight = (neighbours * gate).sum(-1).softmax(0)  # Eq. (4)
             knowledge = weight @ neighbours  # (D,)
             if gcr.fusion == "reference":
                 summed = F.leaky_relu(gcr.linear1(0.1 * (head + knowledge) + token), gcr.negative_slope)
@@ -82,8 +86,8 @@ def bench_gcr(*, repeat: int, device: torch.device, backward: bool) -> list[tupl
     for name, kwargs in (
         ("reference K=10", {"top_k": 10}),
         (
-            "paper K=392 (patches, cosine, Eq. 5)",
-            {"top_k": 392, "candidates": "patches", "similarity": "cosine", "fusion": "paper"},
+            "paper K=392 (patches, cosine, Eq. 4, Eq. 5)",
+            {"top_k": 392, "candidates": "patches", "similarity": "cosine", "fusion": "paper", "weighting": "dot"},
         ),
     ):
         torch.manual_seed(0)

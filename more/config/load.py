@@ -357,6 +357,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gcr.candidates": ("classes_and_patches", "patches"),
     "gcr.similarity": ("dot", "cosine"),
     "gcr.fusion": ("reference", "paper"),
+    "gcr.weighting": ("sum_product", "dot"),
     "lir.cre_norm": ("reference", "paper"),
     "lir.ure_token_offset": ("reference", "centered"),
     "loss.seg_target": ("cam", "lam"),
@@ -364,6 +365,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pseudo.lir_mask_source": ("aux_then_main", "main"),
     "pseudo.par_channels": ("auto", "all", "present"),
     "train.amp": ("auto", "bf16", "off"),
+    "optim.idle_params": ("zero_grad", "skip"),
 }
 
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")

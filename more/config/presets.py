@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lir.cre_temperature": 0.1,
         "loss.ptc_start": 8000,
         "loss.ptc_weight": 0.3,
-        "loss.ptc_weight_late": 1.0,
+        "loss.ptc_weight_late": 0.3,  # train_coco.py uses args.w_ptc (0.3) in both PTC phases
         "loss.lir_start": 12000,
         "loss.seg_start": 16000,
         "pseudo.cam_scales": [1.0, 0.5, 0.75, 1.25, 1.5],
@@ -82,6 +82,7 @@ FIDELITY_SWITCHES: dict[str, tuple[Any, Any]] = {
     "gcr.similarity": ("dot", "cosine"),  # §7.3
     "gcr.candidates": ("classes_and_patches", "patches"),  # §7.4
     "gcr.fusion": ("reference", "paper"),  # §7.5
+    "gcr.weighting": ("sum_product", "dot"),  # §7.17
     "model.lam": ("dot", "cosine"),  # §7.6
     "loss.seg_target": ("cam", "lam"),  # §7.7
     "lir.cre_norm": ("reference", "paper"),  # §7.9

@@ -71,6 +71,7 @@ class GCRConfig:
     candidates: str = "classes_and_patches"  # §7.4: classes_and_patches (reference) | patches (paper)
     similarity: str = "dot"  # §7.3: dot (reference, scaled 1/sqrt(D)) | cosine (paper)
     fusion: str = "reference"  # §7.5: reference (0.1-scaled residual + LayerNorm) | paper (Eq. 5)
+    weighting: str = "sum_product"  # §7.17: sum_product (reference einsum, (Σ t)(Σ gate)) | dot (paper Eq. 4)
 
 
 @dataclass
@@ -148,6 +149,9 @@ class OptimConfig:
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
     power: float = 0.9
+    # Parameters no weighted loss term reaches in a step (the decoder during the seg warm-up): zero_grad (reference:
+    # its 0.0 * seg_loss gives them zero gradients, so AdamW decays them and counts the step) | skip (left untouched).
+    idle_params: str = "zero_grad"
 
 
 @dataclass

@@ -23,11 +23,21 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 
 def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(3, H, W) uint8 or [0, 1] float -> float normalised with per-channel ``mean`` / ``std``."""
-    x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - m) / s
+    """(3, H, W) uint8 or [0, 1] float -> float32 normalised with per-channel ``mean`` / ``std``.
+
+    uint8 input is normalised as the reference's ``normalize_img`` does (both the COCO training crop and every
+    evaluation image): ``(x - 255·mean) / (255·std)`` in float64 on the 0-255 scale, then float32. The float32 route
+    ``(x/255 - mean)/std`` differs by an ulp on some pixels, enough to flip a DenseCRF label now and then.
+    """
+    if image.dtype != torch.uint8:
+        x = image.float()
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x - m) / s
+    # 255·mean and 255·std rounded to 6 decimals are the reference's literals (0.224·255 is 57.120000000000005)
+    m255 = torch.tensor([round(v * 255.0, 6) for v in mean], dtype=torch.float64, device=image.device).view(3, 1, 1)
+    s255 = torch.tensor([round(v * 255.0, 6) for v in std], dtype=torch.float64, device=image.device).view(3, 1, 1)
+    return ((image.double() - m255) / s255).float()
 
 
 def _color_jitter(cfg: MoReConfig) -> T.ColorJitter:

@@ -6,12 +6,15 @@ Outputs, each scored from one confusion matrix accumulated on the device:
 - ``lam``: single-scale LAM ("Score Map"), min-max normalised, GT labels;
 - ``fused``: LAM x CAM, renormalised;
 - ``seg``: decoder argmax (single scale, label-free).
-Images are resized to a square (``eval.resize``) and predictions are resized back to each label's size.
+Images are resized to a square (``eval.resize``) for the network. As in the reference's
+``engine/validatation_engine.py`` (MORE_SPEC §11.2) the CAM columns are normalised at that square and then resized
+to each label's size, while the LAM and the decoder logits go from the token grid straight to the label's size;
+the LAM (and the fused map) are min-max normalised there and the logits are argmaxed there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,9 +22,8 @@ import torch.nn.functional as F
 
 from more.config import MoReConfig, num_classes
 from more.eval.metrics import ConfusionMatrix, Scores, classification_f1, scores
-from more.eval.seeds import seed_from_maps
 from more.model.heads import lam as lam_map
-from more.pseudo.cam import minmax_normalize, multi_scale_cam
+from more.pseudo.cam import cam_to_label, minmax_normalize, multi_scale_cam
 
 OUTPUTS = ("cam", "aux_cam", "lam", "fused", "seg")
 
@@ -53,22 +55,61 @@ def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def predict_batch(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, cfg: MoReConfig, autocast: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Score maps at the input resolution for every output: (B, C, R, R) maps in [0, 1], seg logits (B, C+1, R, R)."""
-    size = tuple(images.shape[-2:])
+    """The network's maps of a batch, before any resize to label size (see :func:`columns_at`).
+
+    Returns:
+        ``cam`` and ``aux_cam`` (B, C, R, R) multi-scale CAMs in [0, 1) at the input size (§3.1); ``lam``
+        (B, C, h, w) the raw LAM of §1.4 on the token grid; ``seg`` (B, C+1, h, w) decoder logits on the token grid;
+        ``cls_logits`` (B, C). All float32.
+    """
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
         cam, cam_aux = multi_scale_cam(model.cams, images, cfg.pseudo.cam_scales)
         out = model(images)
-    lam = minmax_normalize(_to_size(lam_map(out.features.float(), out.tokens.float(), mode=cfg.model.lam), size))
-    cam, cam_aux = cam.float(), cam_aux.float()
-    fused = minmax_normalize(lam * cam)
     return {
-        "cam": cam,
-        "aux_cam": cam_aux,
-        "lam": lam,
-        "fused": fused,
-        "seg": _to_size(out.seg_logits.float(), size),
+        "cam": cam.float(),
+        "aux_cam": cam_aux.float(),
+        "lam": lam_map(out.features.float(), out.tokens.float(), mode=cfg.model.lam),
+        "seg": out.seg_logits.float(),
         "cls_logits": out.cls_logits.float(),
     }
+
+
+def columns_at(
+    maps: dict[str, torch.Tensor], index: Sequence[int], size: tuple[int, int]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The validation columns of the images ``index`` (which share the label size ``size``), one at a time.
+
+    The order of resize and normalisation is the reference's (MORE_SPEC §11.2): ``cam`` / ``aux_cam`` are the
+    normalised square maps resized to ``size``; ``lam`` is the token-grid LAM resized to ``size`` and min-max
+    normalised there; ``fused`` is min-max(lam · cam) at ``size``; ``seg`` the token-grid logits resized to ``size``.
+    Yielding column by column keeps only two label-size maps alive at once.
+
+    Args:
+        maps: the output of :func:`predict_batch`.
+        index: batch positions of the images.
+        size: (H, W), their label size.
+
+    Yields:
+        ``(name, map)``: (n, C, H, W) maps in [0, 1) for ``cam``, ``aux_cam``, ``lam``, ``fused``; (n, C+1, H, W)
+        logits for ``seg``.
+    """
+    pick = torch.as_tensor(list(index), device=maps["cam"].device)
+    yield "aux_cam", _to_size(maps["aux_cam"].index_select(0, pick), size)
+    cam = _to_size(maps["cam"].index_select(0, pick), size)
+    yield "cam", cam
+    lam = minmax_normalize(_to_size(maps["lam"].index_select(0, pick), size))
+    yield "lam", lam
+    yield "fused", minmax_normalize(lam * cam)
+    del cam, lam
+    yield "seg", _to_size(maps["seg"].index_select(0, pick), size)
+
+
+def _by_label_size(masks: Sequence[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    """Batch positions grouped by label size, so that images of equal size are resized together."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, mask in enumerate(masks):
+        groups.setdefault(tuple(mask.shape[-2:]), []).append(i)
+    return groups
 
 
 @torch.no_grad()
@@ -96,13 +137,15 @@ def evaluate(
             maps = predict_batch(model, images, labels, cfg=cfg, autocast=autocast)
             logits.append(maps["cls_logits"])
             targets.append(labels)
-            for i, mask in enumerate(batch["mask"]):
-                gt = mask.to(device, non_blocking=True)
-                size = tuple(gt.shape[-2:])
-                for name in ("cam", "aux_cam", "lam", "fused"):
-                    seed = seed_from_maps(maps[name][i], labels[i], size=size, bkg_thre=cfg.eval.bkg_thre)
-                    hists[name].update(seed.label, gt)
-                hists["seg"].update(_to_size(maps["seg"][i : i + 1], size).argmax(1)[0], gt)
+            for size, index in _by_label_size(batch["mask"]).items():
+                gt = torch.stack([batch["mask"][i] for i in index]).to(device, non_blocking=True)  # (n, H, W)
+                present = labels[index]  # (n, C)
+                for name, column in columns_at(maps, index, size):
+                    if name == "seg":  # label-free: the decoder's argmax
+                        pred = column.argmax(1)
+                    else:  # GT image labels and the background threshold, no ignore band (§5.1)
+                        pred = cam_to_label(column, present, ignore_mid=False, bkg_thre=cfg.eval.bkg_thre)
+                    hists[name].update(pred, gt)
             seen += images.shape[0]
             if progress is not None:
                 progress(seen, total)

@@ -37,7 +37,7 @@ from more.config.load import read_yaml
 from more.data import collate_eval, write_mask
 from more.eval.metrics import ConfusionMatrix, Scores, scores
 from more.eval.seeds import SOURCES, predict_labels, score_maps, seed_from_maps
-from more.eval.seg_infer import fuse_seg_logits, seg_logits_per_scale
+from more.eval.seg_infer import fuse_seg_logits, scaled_inputs, seg_logits_per_scale
 from more.pseudo.crf import crf_from_scores, crf_map, default_workers, dense_crf
 from more.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from more.train.progress import Progress
@@ -415,8 +415,10 @@ def _seed_batch(run: LoadedRun, batch: dict[str, Any], images: torch.Tensor, opt
 def _seg_batch(run: LoadedRun, batch: dict[str, Any], images: torch.Tensor, out: Path, hist: ConfusionMatrix,
                writer: _Writer, crf: _CrfStage | None) -> None:
     """Multi-scale segmentation of one batch: raw argmax PNGs, and CRF jobs on the softmax of the fused logits."""
+    cfg = run.cfg
+    inputs = scaled_inputs(images, batch["orig"], cfg.eval.seg_scales, mean=cfg.data.mean, std=cfg.data.std)
     with _autocast(run):
-        per_scale = seg_logits_per_scale(run.model, images, run.cfg.eval.seg_scales)
+        per_scale = seg_logits_per_scale(run.model, inputs)
     for i, name in enumerate(batch["name"]):
         gt = batch["mask"][i]
         fused = fuse_seg_logits(per_scale, i, size=tuple(gt.shape))  # (C+1, H, W)

@@ -1,7 +1,8 @@
 """Multi-scale, flip-augmented segmentation inference with the decoder (MORE_SPEC §5.3; paper Table 2).
 
-Reference: ``tools/infer_seg_voc.py`` of zwyang6/MoRe. For each scale s the square input is resized to
-int(R·s)², the model runs on [x, flip(x)], the seg logits are upsampled to the label size and the flipped half
+Reference: ``tools/infer_seg_voc.py`` of zwyang6/MoRe. For each scale s the *original* image (normalised) is
+resized to int(R·s)² (not the R² square: resizing twice changes about 1% of the labels), the model runs on
+[x, flip(x)], the seg logits are upsampled to the label size and the flipped half
 is flipped back and **added**; the scales are merged by element-wise **max**. The raw prediction is the argmax;
 the CRF variant refines the softmax of the fused logits (see :mod:`more.pseudo.crf`).
 """
@@ -13,26 +14,52 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from more.data.transforms import eval_image
+
+
+def scaled_inputs(
+    images: torch.Tensor,
+    originals: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> list[torch.Tensor]:
+    """The network input of every scale, each resized from the original image as the reference does.
+
+    Args:
+        images: (B, 3, R, R) normalised images (the scale-1 input, returned as it is).
+        originals: B (H0, W0, 3) uint8 original images.
+        scales: ``eval.seg_scales``, e.g. (1.0, 1.25, 1.5).
+        mean: normalisation mean (``data.mean``).
+        std: normalisation std (``data.std``).
+
+    Returns:
+        one (B, 3, int(R·s), int(R·s)) tensor per scale, on ``images``' device and dtype.
+    """
+    side = images.shape[-1]
+    out = []
+    for s in scales:
+        size = int(s * side)
+        if size == side:
+            out.append(images)
+            continue
+        out.append(torch.stack([eval_image(o.to(images.device), size, mean, std) for o in originals]).to(images.dtype))
+    return out
+
 
 @torch.no_grad()
-def seg_logits_per_scale(model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float]) -> list[torch.Tensor]:
+def seg_logits_per_scale(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Decoder logits of [x, flip(x)] at every scale, at token resolution (one batched forward per scale).
 
     Args:
         model: a MoRe model.
-        images: (B, 3, R, R) normalised images.
-        scales: ``eval.seg_scales``, e.g. (1.0, 1.25, 1.5).
+        inputs: the output of :func:`scaled_inputs`.
 
     Returns:
         one (2B, C+1, h_s, w_s) float32 tensor per scale: rows 0..B-1 are the images, rows B..2B-1 their flips.
     """
-    _, _, h, w = images.shape
-    out = []
-    for s in scales:
-        x = images if s == 1.0 else F.interpolate(images, size=(int(s * h), int(s * w)), mode="bilinear",
-                                                    align_corners=False)
-        out.append(model(torch.cat([x, x.flip(-1)], dim=0)).seg_logits.float())
-    return out
+    return [model(torch.cat([x, x.flip(-1)], dim=0)).seg_logits.float() for x in inputs]
 
 
 def fuse_seg_logits(per_scale: Sequence[torch.Tensor], index: int, *, size: tuple[int, int]) -> torch.Tensor:

@@ -33,7 +33,7 @@ def build_gcr(cfg: MoReConfig, dim: int) -> GCR | None:
     if not cfg.gcr.enabled:
         return None
     return GCR(dim, top_k=resolved_top_k(cfg), candidates=cfg.gcr.candidates, similarity=cfg.gcr.similarity,
-               fusion=cfg.gcr.fusion)
+               fusion=cfg.gcr.fusion, weighting=cfg.gcr.weighting)
 
 
 def pretrained_source(cfg: MoReConfig) -> str:

@@ -4,6 +4,11 @@ Each class token is a head node; tails are candidate nodes (class tokens and det
 reference, detached patches only in the paper). Every head keeps its top-K tails as neighbours, builds edge
 embeddings between head and neighbour (Eq. 3), weights the neighbours through a tanh gate (Eq. 4), aggregates them
 and fuses the result with the head (Eq. 5). The whole module is batched: one ``topk`` and one gather, no loops.
+
+Eq. (4) scores neighbour j by the dot product t_jᵀσ(h_i + e_ij) in the paper. The reference's einsum
+(``'ijkl,ijkm->ijk'``) has different last letters, so it computes the product of two sums,
+(Σ_D t_j)·(Σ_D σ(h_i + e_ij)) (MORE_SPEC §1.5 step 7, §7.17): ``weighting="sum_product"`` reproduces it,
+``weighting="dot"`` is the paper's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch import nn
 CANDIDATES = ("classes_and_patches", "patches")
 SIMILARITIES = ("dot", "cosine")
 FUSIONS = ("reference", "paper")
+WEIGHTINGS = ("sum_product", "dot")
 
 
 class GCR(nn.Module):
@@ -28,6 +34,7 @@ class GCR(nn.Module):
         candidates: ``classes_and_patches`` (reference, §7.4) or ``patches`` (paper).
         similarity: ``dot`` (reference, (Eh/√D)·Etᵀ, §7.3) or ``cosine`` (paper).
         fusion: ``reference`` (0.1-scaled residual fusion + LayerNorm, §7.5) or ``paper`` (Eq. 5 as written).
+        weighting: ``sum_product`` (reference, (Σ_D t_j)·(Σ_D gate), §7.17) or ``dot`` (paper's Eq. 4, Σ_D t_j ⊙ gate).
         negative_slope: LeakyReLU slope of δ1 and δ2.
     """
 
@@ -39,11 +46,12 @@ class GCR(nn.Module):
         candidates: str = "classes_and_patches",
         similarity: str = "dot",
         fusion: str = "reference",
+        weighting: str = "sum_product",
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
         for name, value, choices in (("candidates", candidates, CANDIDATES), ("similarity", similarity, SIMILARITIES),
-                                     ("fusion", fusion, FUSIONS)):
+                                     ("fusion", fusion, FUSIONS), ("weighting", weighting, WEIGHTINGS)):
             if value not in choices:
                 raise ValueError(f"GCR {name}={value!r}: must be one of {', '.join(choices)}")
         if top_k < 1:
@@ -52,6 +60,7 @@ class GCR(nn.Module):
         self.candidates = candidates
         self.similarity = similarity
         self.fusion = fusion
+        self.weighting = weighting
         self.negative_slope = negative_slope
         self.scale = 1.0 / math.sqrt(dim)
         self.head_proj = nn.Linear(dim, dim)
@@ -62,7 +71,8 @@ class GCR(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-5) if fusion == "reference" else None
 
     def extra_repr(self) -> str:
-        return f"top_k={self.top_k}, candidates={self.candidates}, similarity={self.similarity}, fusion={self.fusion}"
+        return (f"top_k={self.top_k}, candidates={self.candidates}, similarity={self.similarity}, "
+                f"fusion={self.fusion}, weighting={self.weighting}")
 
     def forward(self, class_tokens: torch.Tensor, patch_tokens: torch.Tensor) -> torch.Tensor:
         """Graph-regularized class tokens.
@@ -99,7 +109,11 @@ class GCR(nn.Module):
         rel_k = rel.unsqueeze(-1)  # (B, C, k, 1)
         edges = (1 - rel_k) * heads_k + rel_k * neighbours  # (B, C, k, D)  Eq. (3): e_ij
         gate = torch.tanh(heads_k + edges)  # (B, C, k, D)  Eq. (4): σ(h_i + e_ij)
-        weight = (neighbours * gate).sum(dim=-1).softmax(dim=-1)  # (B, C, k)  Eq. (4): S(h_i, e_ij, t_j)
+        if self.weighting == "sum_product":  # §7.17: the reference's einsum multiplies the two sums over D
+            omega = neighbours.sum(dim=-1) * gate.sum(dim=-1)  # (B, C, k)
+        else:
+            omega = (neighbours * gate).sum(dim=-1)  # (B, C, k)  Eq. (4): t_jᵀσ(h_i + e_ij)
+        weight = omega.softmax(dim=-1)  # (B, C, k)  Eq. (4): S(h_i, e_ij, t_j)
         knowledge = torch.einsum("bck,bckd->bcd", weight, neighbours)  # (B, C, D)  a_i = Σ_j S t_j
 
         if self.fusion == "reference":

@@ -202,7 +202,9 @@ def refine_cams_with_bkg(
     """
     b, c, h, w = cams.shape
     small = (h // down_scale, w // down_scale)
-    imgs = torch.floor(images.float().clamp(0.0, 255.0)) / 255.0  # uint8 truncation (§10)
+    # The reference's uint8 cast (truncation toward zero), then / 255 in float32. Clamping first only matters outside
+    # [0, 256), which the reference's own pipeline never produces and where its cast would wrap around.
+    imgs = images.float().clamp(0.0, 255.0).to(torch.uint8) / 255.0  # (B, 3, H, W)
     imgs = F.interpolate(imgs, size=small, mode="bilinear", align_corners=False)  # (B, 3, h', w')
     # The constant background channels go through the same bilinear resize as the CAMs, as in the reference.
     bkg = torch.cat([torch.full((1, 1, h, w), v, dtype=torch.float32, device=cams.device) for v in (high, low)])

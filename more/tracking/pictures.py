@@ -157,10 +157,7 @@ class PictureMaker:
 
     def rows(self, checkpoint_dir: str | os.PathLike) -> list[PictureRow]:
         """Predict the fixed images with the checkpoint's weights; maps are brought to each image's size."""
-        import torch
-        import torch.nn.functional as F
-
-        from more.eval.evaluate import predict_batch
+        from more.eval.evaluate import columns_at, predict_batch
         from more.train.trainer import use_autocast
 
         model = self._load_model(checkpoint_dir)
@@ -170,20 +167,14 @@ class PictureMaker:
         images = self._batch["image"].to(device)
         labels = self._batch["labels"].to(device)  # (B, C)
         maps = predict_batch(model, images, labels, cfg=self.cfg, autocast=use_autocast(self.cfg, device))
-        present = labels[:, :, None, None]  # (B, C, 1, 1)
-        cam = (maps["cam"] * present).amax(1, keepdim=True)  # (B, 1, R, R)
-        lam = (maps["lam"] * present).amax(1, keepdim=True)  # (B, 1, R, R)
-        seg = maps["seg"]  # (B, C+1, R, R)
         out: list[PictureRow] = []
         for i, (orig, gt) in enumerate(zip(self._batch["orig"], self._batch["mask"])):
-            size = tuple(gt.shape[-2:])
-
-            def at_size(x: torch.Tensor, i: int = i, size: tuple = size) -> torch.Tensor:
-                return F.interpolate(x[i : i + 1].float(), size=size, mode="bilinear", align_corners=False)[0]
-
+            cols = dict(columns_at(maps, [i], tuple(gt.shape[-2:])))  # the validation's maps at the image's size
+            present = labels[i, :, None, None]  # (C, 1, 1)
             out.append(PictureRow(
-                image=orig.numpy(), gt=gt.numpy(), cam=at_size(cam)[0].cpu().numpy(), lam=at_size(lam)[0].cpu().numpy(),
-                seg=at_size(seg).argmax(0).cpu().numpy(), name=self._batch["name"][i],
+                image=orig.numpy(), gt=gt.numpy(), cam=(cols["cam"][0] * present).amax(0).cpu().numpy(),
+                lam=(cols["lam"][0] * present).amax(0).cpu().numpy(), seg=cols["seg"][0].argmax(0).cpu().numpy(),
+                name=self._batch["name"][i],
             ))
         return out
 

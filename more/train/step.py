@@ -44,9 +44,16 @@ class StepOutput:
 
 
 def denormalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Network input back to float RGB on the 0-255 scale, no clipping (§2.7 step 2)."""
-    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 255.0
+    """Network input back to float RGB on the 0-255 scale, no clipping (§2.7 step 2, §3.3).
+
+    The per-channel constants ``std·255`` and ``mean·255`` are formed in double precision and rounded once to the
+    images' dtype: for the ImageNet statistics these are the reference's literal constants (58.395, 57.12, 57.375;
+    123.675, 116.28, 103.53 in ``utils/imutils.py``), bit for bit. Forming them in float32 instead gives
+    57.1200027 for 57.12, one ulp, which flips a grey level of the uint8-truncated PAR image on some pixels
+    (MORE_SPEC §11.3). The image is then ``x·s + m``, a multiply and an add, as the reference computes it.
+    """
+    s = torch.tensor([v * 255.0 for v in std], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    m = torch.tensor([v * 255.0 for v in mean], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     return images * s + m
 
 

@@ -76,6 +76,18 @@ def test_fidelity_paper_flips_every_switch_and_explicit_keys_win():
     assert resolved_top_k(cfg) == 392  # paper's K = 0.5 * 784
     mixed = load_config("voc", ["fidelity=paper", "gcr.similarity=dot"])
     assert mixed.gcr.similarity == "dot" and mixed.gcr.fusion == "paper"
+    assert load_config("voc").gcr.weighting == "sum_product" and cfg.gcr.weighting == "dot"  # §7.17, Eq. (4)
+
+
+def test_readme_fidelity_table_lists_every_switch():
+    """The README's paper-vs-code table names exactly the keys that ``fidelity`` flips."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Fidelity\n", 1)[1].split("\n## ", 1)[0]
+    table = next(block for block in section.split("\n\n") if block.startswith("| paper vs code"))
+    keys = {k for row in table.splitlines()[2:] for k in re.findall(r"`([a-z_]+\.[a-z_]+)`", row.split(" | ")[1])}
+    assert keys == set(FIDELITY_SWITCHES)
 
 
 @pytest.mark.parametrize(

@@ -78,3 +78,14 @@ def test_seeded_dataloader_with_workers_is_reproducible(voc_root, trees):
     first, again, other = epoch(0), epoch(0), epoch(1)
     assert first.shape == (3, 3, 64, 64)
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_normalize_uint8_is_the_reference_formula_on_the_255_scale():
+    # (x - 255·mean) / (255·std) in float64, then float32, with the ImageNet constants on the 0-255 scale
+    mean255, std255 = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(3, 1, 256)
+    out = normalize(values, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert out.dtype == torch.float32
+    for c in range(3):
+        expected = ((np.arange(256, dtype=np.float64) - mean255[c]) / std255[c]).astype(np.float32)
+        np.testing.assert_array_equal(out[c, 0].numpy(), expected)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from more.__main__ import main
 from more.config import load_config
-from more.data import build_eval_dataset, write_mask
+from more.data import build_eval_dataset, eval_image, write_mask
 from more.eval.infer import load_run, load_score_maps
 from more.eval.seeds import predict_labels
 from more.model import build_model
@@ -169,14 +169,15 @@ def test_seg_multiscale_flip_fusion_and_crf(setup, tmp_path, capsys):
     assert_metrics_match(record["outputs"]["seg_raw"], out / "seg_raw", masks)
     assert_metrics_match(record["outputs"]["seg_crf"], out / "seg_crf", masks)
 
-    # §5.3 by hand for the 2nd image of a batch: per scale, one forward each for x and flip(x), logits upsampled to
-    # the label size, the flipped one flipped back and added; element-wise max over scales; argmax
+    # §5.3 by hand for the 2nd image of a batch: per scale, the original image resized to int(32 s)² (not the 32²
+    # square resized again), one forward each for x and flip(x), logits upsampled to the label size, the flipped one
+    # flipped back and added; element-wise max over scales; argmax
     run = load_run(ckpt)
     item = build_eval_dataset(run.cfg, "val")[1]
     x, size, fused = item["image"][None], tuple(item["mask"].shape), None
     with torch.no_grad():
         for s in (1.0, 1.5):
-            xs = x if s == 1.0 else F.interpolate(x, size=(int(32 * s),) * 2, mode="bilinear", align_corners=False)
+            xs = x if s == 1.0 else eval_image(item["orig"], int(32 * s), run.cfg.data.mean, run.cfg.data.std)[None]
             a = F.interpolate(run.model(xs).seg_logits, size=size, mode="bilinear", align_corners=False)
             b = F.interpolate(run.model(xs.flip(-1)).seg_logits, size=size, mode="bilinear", align_corners=False)
             summed = (a + b.flip(-1))[0]

@@ -35,7 +35,11 @@ def loop_gcr(gcr: GCR, class_tokens: torch.Tensor, patch_tokens: torch.Tensor) -
             omegas = []
             for n, j in enumerate(order):
                 edge = (1 - rel[n]) * head + rel[n] * tails[j]  # Eq. (3)
-                omegas.append((tails[j] * torch.tanh(head + edge)).sum())  # Eq. (4)
+                gate = torch.tanh(head + edge)
+                if gcr.weighting == "dot":
+                    omegas.append((tails[j] * gate).sum())  # Eq. (4)
+                else:
+                    omegas.append(tails[j].sum() * gate.sum())  # §7.17: the reference's product of sums
             omega = torch.stack(omegas)
             weights = torch.exp(omega - omega.max()) / torch.exp(omega - omega.max()).sum()
             knowledge = sum(weights[n] * tails[j] for n, j in enumerate(order))
@@ -65,12 +69,13 @@ def randomize(gcr: GCR) -> GCR:
     return gcr.double()
 
 
-SWITCHES = list(itertools.product(["classes_and_patches", "patches"], ["dot", "cosine"], ["reference", "paper"]))
+SWITCHES = list(itertools.product(["classes_and_patches", "patches"], ["dot", "cosine"], ["reference", "paper"],
+                                  ["sum_product", "dot"]))
 
 
-@pytest.mark.parametrize(("candidates", "similarity", "fusion"), SWITCHES)
-def test_matches_the_plain_loop(candidates: str, similarity: str, fusion: str) -> None:
-    gcr = randomize(GCR(D, top_k=3, candidates=candidates, similarity=similarity, fusion=fusion))
+@pytest.mark.parametrize(("candidates", "similarity", "fusion", "weighting"), SWITCHES)
+def test_matches_the_plain_loop(candidates: str, similarity: str, fusion: str, weighting: str) -> None:
+    gcr = randomize(GCR(D, top_k=3, candidates=candidates, similarity=similarity, fusion=fusion, weighting=weighting))
     tokens, patches = make_inputs()
     with torch.no_grad():
         torch.testing.assert_close(gcr(tokens, patches), loop_gcr(gcr, tokens, patches), rtol=1e-10, atol=1e-10)
@@ -78,13 +83,15 @@ def test_matches_the_plain_loop(candidates: str, similarity: str, fusion: str) -
 
 def test_reference_defaults() -> None:
     gcr = GCR(D, top_k=2)
-    assert (gcr.candidates, gcr.similarity, gcr.fusion) == ("classes_and_patches", "dot", "reference")
+    assert (gcr.candidates, gcr.similarity, gcr.fusion, gcr.weighting) == (
+        "classes_and_patches", "dot", "reference", "sum_product")
     assert gcr.norm is not None and gcr.norm.eps == 1e-5
     assert not hasattr(gcr, "_fc1")
     assert GCR(D, top_k=2, fusion="paper").norm is None
 
 
-@pytest.mark.parametrize("switch", [{"candidates": "patches"}, {"similarity": "cosine"}, {"fusion": "paper"}])
+@pytest.mark.parametrize("switch", [{"candidates": "patches"}, {"similarity": "cosine"}, {"fusion": "paper"},
+                                    {"weighting": "dot"}])
 def test_every_switch_changes_the_output(switch: dict) -> None:
     base = randomize(GCR(D, top_k=3))
     other = randomize(GCR(D, top_k=3, **switch))
@@ -128,3 +135,31 @@ def test_invalid_switches_rejected() -> None:
         GCR(D, top_k=2, similarity="l2")
     with pytest.raises(ValueError, match="top_k"):
         GCR(D, top_k=0)
+    with pytest.raises(ValueError, match="weighting"):
+        GCR(D, top_k=2, weighting="einsum")
+
+
+def hand_gcr_weights(weighting: str) -> torch.Tensor:
+    """The neighbour weights S of one head with two neighbours, computed by hand (D = 2, identity projections)."""
+    gcr = GCR(2, top_k=2, candidates="patches", weighting=weighting).double()
+    with torch.no_grad():
+        for lin in (gcr.head_proj, gcr.tail_proj):
+            lin.weight.copy_(torch.eye(2))
+            lin.bias.zero_()
+    captured = {}
+    gcr.linear1.register_forward_hook(lambda _m, args, _o: captured.setdefault("x", args[0]))
+    tokens = torch.tensor([[[0.0, 0.0]]], dtype=torch.float64)  # h = 0
+    patches = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]], dtype=torch.float64)
+    with torch.no_grad():
+        gcr(tokens, patches)
+    # h = 0: both scores are 0, r = (1/2, 1/2), e_j = t_j / 2, gate_j = tanh(t_j / 2); input to linear1 is 0.1·a.
+    return captured["x"][0, 0] / 0.1
+
+
+def test_weighting_by_hand() -> None:
+    t1, t2 = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([3.0, -1.0], dtype=torch.float64)
+    g1, g2 = torch.tanh(t1 / 2), torch.tanh(t2 / 2)
+    for weighting, w1, w2 in (("dot", (t1 * g1).sum(), (t2 * g2).sum()),
+                              ("sum_product", 3.0 * g1.sum(), 2.0 * g2.sum())):
+        s1 = 1.0 / (1.0 + torch.exp(w2 - w1))
+        torch.testing.assert_close(hand_gcr_weights(weighting), s1 * t1 + (1 - s1) * t2, rtol=1e-12, atol=1e-12)
