@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from more.search.study import DEFAULT_OUT
 
