@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     digest = spec_hash(spec, trials)
     if args.dry_run:
-        print(dry_run_text(spec, trials, digest), end="")
-        print(_plan_text(spec, trials, digest, args), end="")
+        text = dry_run_text(spec, trials, digest)
+        last = "dry run: nothing launched\n"
+        print(text.removesuffix(last) + _plan_text(spec, trials, digest, args) + last, end="")
         return 0
     if args.max_concurrent is not None and args.max_concurrent < 1:
         print("--max-concurrent must be >= 1", file=sys.stderr)
@@ -98,7 +99,7 @@ def _plan_text(spec: AblationSpec, trials: list[Trial], digest: str, args: argpa
     from more.harness.reuse import decisions_text, summary_line
 
     decisions, _ = _plan(spec, trials, digest, args, make_plan)
-    return "\n" + decisions_text(decisions) + summary_line(decisions) + "\n"
+    return "\n" + decisions_text(decisions) + summary_line(decisions) + "\n\n"
 
 
 def _plan(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace, make_plan):  # noqa: ANN001, ANN202

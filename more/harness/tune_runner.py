@@ -168,6 +168,11 @@ def run_trial(config: dict[str, Any]) -> None:
                 # the trial's own newest checkpoint: it may be newer than the one Tune recorded (a process killed
                 # between writing a checkpoint and reporting it), and checkpoints are written atomically
                 log(f"resuming from {own}")
+                replay = evaluation_at(run_dir, own)
+                if replay is not None:
+                    # Tune may never have received this evaluation (it is the last one when nothing is left to
+                    # train); the tracker skips it if its run already holds the step
+                    report(replay, str(own))
                 fit(str(own))
             elif checkpoint is None:
                 fit(None)
@@ -193,6 +198,16 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
             continue
         return folder
     return None
+
+
+def evaluation_at(run_dir: Path, checkpoint: Path) -> dict[str, float] | None:
+    """The evaluation the trainer wrote (``metrics.json``) at the checkpoint's iteration, else None."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        iteration = int(checkpoint.name.removeprefix("iter_"))
+    except (OSError, ValueError):
+        return None
+    return metrics if int(metrics.get("iter", -1)) == iteration else None
 
 
 def seed_from_earlier(run_dir: Path, earlier: dict[str, Any]) -> Path:
