@@ -95,14 +95,16 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str) -> str:
 
 def _plan_text(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> str:
     """What a launch would reuse, continue and run (see :mod:`more.harness.reuse`)."""
-    from more.harness.growth import make_plan
     from more.harness.reuse import decisions_text, summary_line
 
-    decisions, _ = _plan(spec, trials, digest, args, make_plan)
+    decisions, _ = _plan(spec, trials, digest, args)
     return "\n" + decisions_text(decisions) + summary_line(decisions) + "\n\n"
 
 
-def _plan(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace, make_plan):  # noqa: ANN001, ANN202
+def _plan(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> tuple[list, dict]:
+    """The reuse decisions and the trials' identities (:func:`more.harness.growth.make_plan`)."""
+    from more.harness.growth import make_plan
+
     return make_plan(spec, trials, storage=resolve_storage(args.storage), experiment=f"{spec.name}-{digest}",
                      tracking_uri=args.tracking_uri, tracking=not args.no_tracking, rerun=args.rerun,
                      across_commits=args.reuse_across_commits, retry_failed=not args.no_retry_failed)
@@ -152,13 +154,13 @@ def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.
     elif exists:
         return _report_existing(spec, trials, digest, store)
     else:
-        from more.harness.growth import make_plan, save_plan
+        from more.harness.growth import save_plan
         from more.harness.reuse import decisions_text, summary_line
 
         for name, h in others:
             print(f"note: {store.storage}/{name} holds an earlier version of this spec (hash {h}); "
                   f"starting a new experiment {store.name}")
-        decisions, identities = _plan(spec, trials, digest, args, make_plan)
+        decisions, identities = _plan(spec, trials, digest, args)
         print(decisions_text(decisions) + summary_line(decisions), flush=True)
         _write_spec_files(spec, trials, digest, store)
         save_plan(store, decisions, identities)

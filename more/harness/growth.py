@@ -115,10 +115,8 @@ def all_rows(spec: AblationSpec, trials: list[Trial], store: Any, decisions: lis
         else:
             row = by_name[t.name]
             ident = identities.get(t.name)
-            if ident is not None:
+            if ident is not None:  # a continued trial is trained here: continued_from.json in its run folder
                 row.content_key, row.code = ident.key, ident.code
-            if d is not None and d.action == CONTINUE and d.prior is not None:
-                row.origin = ""  # trained by this launch; continued_from.json in its run folder says from where
         rows.append(row)
     return rows
 

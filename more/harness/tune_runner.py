@@ -2,9 +2,10 @@
 
 The trainable is a thin adapter: a flat dict (``_source`` + dotted overrides) -> :func:`more.config.load_config`
 -> :func:`more.train.train` with a ``report`` callable that forwards every evaluation to ``tune.report`` together
-with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from
-``tune.get_checkpoint()``, which the trainer resumes exactly. With ``resources.workers`` > 1 the adapter trains
-through Ray Train's ``TorchTrainer`` instead and relays rank 0's reports (:mod:`more.harness.ddp`).
+with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from the
+newest checkpoint of its own run folder, else ``tune.get_checkpoint()``, which the trainer resumes exactly. With
+``resources.workers`` > 1 the adapter trains through Ray Train's ``TorchTrainer`` instead and relays rank 0's
+reports (:mod:`more.harness.ddp`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from ray import tune
 
 from more.config import load_config
 from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Resources, Trial, trial_config
+from more.harness.trial_files import (
+    evaluation_at,
+    inject_fault,
+    newest_valid_checkpoint,
+    seed_from_earlier,
+    write_identity,
+)
 
 PARAM_KEY = "trial"  # the Tune param space is {"trial": grid_search([flat dict per trial])}
 SOURCE_KEY, NAME_KEY, CONDITION_KEY, RUN_DIR_KEY = "_source", "_trial", "_condition", "_run_dir"
@@ -184,89 +192,6 @@ def run_trial(config: dict[str, Any]) -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
             raise
-
-
-def newest_valid_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint in the trial's run folder that loads (atomic writes make a torn one unlikely, but a
-    checkpoint from a foreign or damaged folder must not stop the retry), else None."""
-    from more.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-
-    for folder in reversed(list_checkpoints(run_dir)):
-        try:
-            load_checkpoint(folder)
-        except CheckpointError:
-            continue
-        return folder
-    return None
-
-
-def evaluation_at(run_dir: Path, checkpoint: Path) -> dict[str, float] | None:
-    """The evaluation the trainer wrote (``metrics.json``) at the checkpoint's iteration, else None."""
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        iteration = int(checkpoint.name.removeprefix("iter_"))
-    except (OSError, ValueError):
-        return None
-    return metrics if int(metrics.get("iter", -1)) == iteration else None
-
-
-def seed_from_earlier(run_dir: Path, earlier: dict[str, Any]) -> Path:
-    """Start a continued trial's run folder from an earlier result: its metrics history, evaluations and the
-    checkpoint it trains on from (copied, so the earlier result stays as it was)."""
-    import shutil
-
-    source, ckpt = Path(earlier["run_dir"]), Path(earlier["checkpoint"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "metrics.json"):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, run_dir / name)
-    if (source / "eval").is_dir():
-        shutil.copytree(source / "eval", run_dir / "eval", dirs_exist_ok=True)
-    target = run_dir / "checkpoints" / ckpt.name
-    if not target.is_dir():
-        tmp = target.with_name(f".tmp_{ckpt.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(ckpt, tmp)
-        os.replace(tmp, target)
-    (run_dir / "continued_from.json").write_text(json.dumps(earlier) + "\n")
-    return target
-
-
-def write_identity(run_dir: Path, identity: dict[str, Any], *, name: str, tracking: dict[str, Any]) -> None:
-    """``run_dir/identity.json``: the content key and, per attempt, when and where it started (``status`` reads
-    the start time; the reuse index reads the key)."""
-    import socket
-    import time
-
-    from more.harness.identity import IDENTITY_FILE
-
-    if not identity:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / IDENTITY_FILE
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    attempts = previous.get("attempts", []) + [{"started": time.time(), "host": socket.gethostname(),
-                                                 "pid": os.getpid()}]
-    data = {**identity, "trial": name, "spec_hash": tracking.get("spec_hash", ""), "attempts": attempts}
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-FAULT_ENV = "MORE_FAULT_KILL_AFTER_CKPT"
-
-
-def inject_fault(run_dir: Path, iteration: int) -> None:
-    """Fault injection for the retry tests: with ``$MORE_FAULT_KILL_AFTER_CKPT=N`` the trial's process SIGKILLs
-    itself once (per run folder) after writing its iteration-N checkpoint and tracking it, before Tune records it."""
-    import signal
-
-    wanted = os.environ.get(FAULT_ENV)
-    marker = run_dir / ".fault_injected"
-    if not wanted or int(wanted) != iteration or marker.exists():
-        return
-    marker.write_text(str(iteration))
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, condition: str, run_dir: Path,
