@@ -1,7 +1,8 @@
 """What a trial keeps in its own run folder for retries and reuse, beside what Tune records.
 
-- :func:`newest_valid_checkpoint` / :func:`evaluation_at`: a retry continues from the newest checkpoint the trial
-  wrote (atomic writes), which may be newer than Tune's, and replays the evaluation made there.
+- :func:`newest_valid_checkpoint` / :func:`evaluation_at` / :func:`checkpoint_iteration`: a retry continues from
+  the newest checkpoint the trial wrote (atomic writes); when that is newer than Tune's, it first replays the
+  evaluation made there, which Tune never received.
 - :func:`seed_from_earlier`: a trial that continues an earlier, shorter result starts from a copy of it.
 - :func:`write_identity`: ``identity.json``, the content key and the start of every attempt.
 - :func:`inject_fault`: the deterministic fault the retry tests inject (``$MORE_FAULT_KILL_AFTER_CKPT``).
@@ -27,6 +28,17 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
             continue
         return folder
     return None
+
+
+def checkpoint_iteration(folder: str | os.PathLike) -> int | None:
+    """The iteration of a checkpoint folder (its ``iteration`` file, else an ``iter_N`` name); None when unknown
+    (e.g. a checkpoint on remote storage, or written before the file existed under another name)."""
+    folder = Path(folder)
+    try:
+        return int((folder / "iteration").read_text())
+    except (OSError, ValueError):
+        pass
+    return int(folder.name[5:]) if folder.name.startswith("iter_") and folder.name[5:].isdigit() else None
 
 
 def evaluation_at(run_dir: Path, checkpoint: Path) -> dict[str, float] | None:

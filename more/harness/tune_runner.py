@@ -21,6 +21,7 @@ from ray import tune
 from more.config import load_config
 from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Resources, Trial, trial_config
 from more.harness.trial_files import (
+    checkpoint_iteration,
     evaluation_at,
     inject_fault,
     newest_valid_checkpoint,
@@ -176,10 +177,11 @@ def run_trial(config: dict[str, Any]) -> None:
                 # the trial's own newest checkpoint: it may be newer than the one Tune recorded (a process killed
                 # between writing a checkpoint and reporting it), and checkpoints are written atomically
                 log(f"resuming from {own}")
+                known = checkpoint_iteration(checkpoint.path) if checkpoint else 0
                 replay = evaluation_at(run_dir, own)
-                if replay is not None:
-                    # Tune may never have received this evaluation (it is the last one when nothing is left to
-                    # train); the tracker skips it if its run already holds the step
+                if replay is not None and (known is None or known < int(replay["iter"])):
+                    # Tune's checkpoint is older: it never received this evaluation (the last one, when nothing is
+                    # left to train); the tracker skips it if its run already holds the step
                     report(replay, str(own))
                 fit(str(own))
             elif checkpoint is None:

@@ -7,7 +7,13 @@ import json
 
 import torch
 
-from more.harness.trial_files import evaluation_at, newest_valid_checkpoint, seed_from_earlier, write_identity
+from more.harness.trial_files import (
+    checkpoint_iteration,
+    evaluation_at,
+    newest_valid_checkpoint,
+    seed_from_earlier,
+    write_identity,
+)
 
 
 def checkpoint(run_dir, iteration: int, *, valid: bool = True):
@@ -30,6 +36,12 @@ def test_the_newest_checkpoint_that_loads_is_chosen_and_its_evaluation_replayed(
     assert evaluation_at(tmp_path, six) == {"iter": 6.0, "val/seg/miou": 12.5}
     (tmp_path / "metrics.json").write_text(json.dumps({"iter": 9.0, "val/seg/miou": 13.0}))
     assert evaluation_at(tmp_path, six) is None  # a later evaluation: not the one made at this checkpoint
+    assert checkpoint_iteration(six) == 6  # from the name; Tune's copies are named checkpoint_N but carry the file
+    copy = tmp_path / "checkpoint_000001"
+    copy.mkdir()
+    assert checkpoint_iteration(copy) is None
+    (copy / "iteration").write_text("6\n")
+    assert checkpoint_iteration(copy) == 6
 
 
 def test_a_continued_trial_starts_from_a_copy_of_the_earlier_result(tmp_path):
