@@ -182,13 +182,17 @@ def status_text(spec: AblationSpec, status: ExperimentStatus) -> str:
                      "-" if t.sec_per_iter is None else f"{t.sec_per_iter:.3f}", _duration(t.eta_s), t.note))
     widths = [max(len(r[i]) for r in rows) for i in range(7)]
     lines = [" | ".join([*(c.ljust(w) for c, w in zip(r[:7], widths)), r[7]]).rstrip() for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-")
+    lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-----")
     counts: dict[str, int] = {}
     for t in status.trials:
         counts[t.state] = counts.get(t.state, 0) + 1
     left = status.gpu_hours_left
+    todo = [t.eta_s for t in status.trials if t.state in (RUNNING, PENDING, STOPPED, NOT_STARTED)]
+    slots = max(1, min(len(todo), spec.max_concurrent or len(todo) or 1))
+    wall = f"; about {_duration(sum(todo) / slots)} of trial time left on {slots} slot{'s' if slots > 1 else ''}" \
+        if todo and all(x is not None for x in todo) else ""
     lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items())
-              + f"; launch {'running' if status.launch_alive else 'not running'}",
+              + f"; launch {'running' if status.launch_alive else 'not running'}{wall}",
               f"GPU-hours ({status.gpus_per_trial:g} GPU per trial): spent {status.gpu_hours_spent:.2f}, "
               f"remaining {'unknown' if left is None else f'{left:.2f}'}",
               f"experiment {status.path}"]

@@ -65,7 +65,7 @@ def test_states_metrics_eta_and_gpu_hours_while_the_launch_runs(tmp_path):
     assert 0.5 * 255 / 3600 < status.gpu_hours_spent < 0.5 * 330 / 3600
     assert status.gpu_hours_left == 0.5 * 1.5 / 3600
     text = status_text(spec, status)
-    assert "1 reused, 1 done, 1 running, 1 failed; launch running" in text
+    assert "1 reused, 1 done, 1 running, 1 failed; launch running; about 0:02 of trial time left on 1 slot" in text
     assert "GPU-hours (0.5 GPU per trial): spent 0.04, remaining 0.00" in text
 
 
