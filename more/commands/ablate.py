@@ -4,6 +4,10 @@ Every trial is validated before anything launches. ``--dry-run`` prints the tria
 Otherwise the trials run on a private Ray started on a loopback address (default) or on the cluster at
 ``--address``, in ``<storage>/<spec name>-<spec hash>``; the results table is printed and written there as
 Markdown, CSV and JSON. The exit status is 0 when every trial finished, 1 when some failed, 2 for a bad spec.
+
+Trials that already finished anywhere in the storage or the MLflow store with the same content key are reused, not
+run again (:mod:`more.harness.reuse`; ``--rerun``, ``--reuse-across-commits``, ``--no-retry-failed``); the dry run
+says which. A launch whose trials are all reused starts no Ray.
 """
 
 from __future__ import annotations
