@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "data": "Generate the synthetic dataset (`data synth`) or check a dataset tree (`data check`).",
     "config": "Show the resolved config of a YAML file or preset with overrides (`config show`).",
     "ablate": "Run a declarative ablation spec as Ray Tune trials (local Ray or --address of a cluster).",
+    "status": "Where an ablation stands: each trial's state, iteration, metric, ETA and GPU-hours (no Ray needed).",
     "search": "Optuna searches: thresholds over cached maps, or training hyperparameters through Ray Tune.",
     "report": "Regenerate the paper's tables (ablation, per-class, sensitivity) from tracked runs.",
     "ui": "Start the MLflow UI on 127.0.0.1 over the embedded tracking store.",

@@ -4,6 +4,10 @@ Every trial is validated before anything launches. ``--dry-run`` prints the tria
 Otherwise the trials run on a private Ray started on a loopback address (default) or on the cluster at
 ``--address``, in ``<storage>/<spec name>-<spec hash>``; the results table is printed and written there as
 Markdown, CSV and JSON. The exit status is 0 when every trial finished, 1 when some failed, 2 for a bad spec.
+
+Trials that already finished anywhere in the storage or the MLflow store with the same content key are reused, not
+run again (:mod:`more.harness.reuse`; ``--rerun``, ``--reuse-across-commits``, ``--no-retry-failed``); the dry run
+says which. A launch whose trials are all reused starts no Ray.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow store: a sqlite path or URL, or http://server (default: "
                                                "$MLFLOW_TRACKING_URI, else work/mlflow/mlflow.db)")
     parser.add_argument("--no-tracking", action="store_true", help="do not track the trials in MLflow")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run every trial, ignoring earlier results with the same content key")
+    parser.add_argument("--reuse-across-commits", action="store_true",
+                        help="also reuse results of other code versions (the results table lists the commits)")
+    parser.add_argument("--no-retry-failed", action="store_true",
+                        help="keep trials that failed before as failed instead of running them again")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     checked = ablate_checks(spec, trials, args)  # before Ray starts or anything is written
     digest = spec_hash(spec, trials)
     if args.dry_run:
-        print(dry_run_text(spec, trials, digest, checks=checked.text()), end="")
+        text = dry_run_text(spec, trials, digest, checks=checked.text())
+        last = "dry run: nothing launched\n"
+        print(text.removesuffix(last) + _plan_text(spec, trials, digest, args) + last, end="")
         return 0
     return launch(spec, trials, digest, args)
 
@@ -81,6 +93,23 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks
     checked = ["preflight:", checks.rstrip("\n")] if checks else []
     footer = ["", f"{len(trials)} trials; estimated {estimate}", *checked, "dry run: nothing launched"]
     return "\n".join(header + table + footer) + "\n"
+
+
+def _plan_text(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> str:
+    """What a launch would reuse, continue and run (see :mod:`more.harness.reuse`)."""
+    from more.harness.reuse import decisions_text, summary_line
+
+    decisions, _ = _plan(spec, trials, digest, args)
+    return "\n" + decisions_text(decisions) + summary_line(decisions) + "\n\n"
+
+
+def _plan(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> tuple[list, dict]:
+    """The reuse decisions and the trials' identities (:func:`more.harness.growth.make_plan`)."""
+    from more.harness.growth import make_plan
+
+    return make_plan(spec, trials, storage=resolve_storage(args.storage), experiment=f"{spec.name}-{digest}",
+                     tracking_uri=args.tracking_uri, tracking=not args.no_tracking, rerun=args.rerun,
+                     across_commits=args.reuse_across_commits, retry_failed=not args.no_retry_failed)
 
 
 def _resources_text(spec: AblationSpec) -> str:
@@ -128,10 +157,16 @@ def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.
     elif exists:
         return _report_existing(spec, trials, digest, store)
     else:
+        from more.harness.growth import save_plan
+        from more.harness.reuse import decisions_text, summary_line
+
         for name, h in others:
             print(f"note: {store.storage}/{name} holds an earlier version of this spec (hash {h}); "
                   f"starting a new experiment {store.name}")
+        decisions, identities = _plan(spec, trials, digest, args)
+        print(decisions_text(decisions) + summary_line(decisions), flush=True)
         _write_spec_files(spec, trials, digest, store)
+        save_plan(store, decisions, identities)
     return _run(spec, trials, digest, store, args)
 
 
@@ -144,9 +179,10 @@ def _write_spec_files(spec: AblationSpec, trials: list[Trial], digest: str, stor
 
 
 def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore) -> int:
-    from more.harness.results import FAILED, FINISHED, load_rows
+    from more.harness.growth import all_rows, load_plan
+    from more.harness.results import FAILED, FINISHED
 
-    rows = load_rows(spec, trials, store.path)
+    rows = all_rows(spec, trials, store, *load_plan(store))
     unfinished = [r for r in rows if r.status not in (FINISHED, FAILED)]
     if unfinished:
         print(f"{store.path} exists with {len(unfinished)} unfinished trials (the driver stopped early); "
@@ -158,8 +194,73 @@ def _report_existing(spec: AblationSpec, trials: list[Trial], digest: str, store
 
 
 def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore, args: argparse.Namespace) -> int:
+    """Claim the trials to train, train them (no Ray at all when every trial is reused), publish the whole table."""
+    from more.harness.claims import ClaimSet, owner_text, supported
+    from more.harness.growth import all_rows, launched, load_plan
+
+    decisions, identities = load_plan(store)
+    todo = launched(trials, decisions)
+    claims = ClaimSet(store.storage, experiment=store.name) if supported(store.storage) else None
+    if claims is None:
+        print(f"note: no trial claims on {store.storage} (an object store has no exclusive create): two launches "
+              f"sharing trials there may both run them", file=sys.stderr)
+    with claims or _Nothing():
+        held = {t.name: owner for t in todo if claims is not None and identities.get(t.name)
+                and (owner := claims.claim(identities[t.name].key, t.name)) is not None}
+        if held:
+            for name, owner in held.items():
+                print(f"{name}: being trained by another launch, {owner_text(owner)}", file=sys.stderr)
+            print("refusing to train trials another launch is training; run again when it has finished (its results "
+                  "are then reused)", file=sys.stderr)
+            return 2
+        if not todo:
+            print(f"all {len(trials)} trials reused: no Ray started", flush=True)
+            return _finish(spec, digest, store, all_rows(spec, trials, store, decisions, identities), decisions,
+                           _launch_tracker(spec, digest, args))
+        launch = _train(spec, todo, digest, store, args, decisions, identities)
+        if launch is False:  # no node can hold a trial
+            return 2
+        return _finish(spec, digest, store, all_rows(spec, trials, store, decisions, identities), decisions, launch)
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _finish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[TrialRow], decisions: list,
+            launch) -> int:  # noqa: ANN001 -- LaunchTracker | None
+    """Record outcomes, publish the table, close and link the MLflow runs."""
+    from more.harness.growth import link_reused, write_outcomes
+
+    run_ids = {}
+    if launch is not None and launch.enabled:
+        run_ids = {r.info.run_name: r.info.run_id for r in launch._call("listing the trial runs", launch.trial_runs)
+                   or []}
+    write_outcomes(rows, run_ids=run_ids)
+    code = _publish(spec, digest, store, rows)
+    if launch is not None and launch.enabled:
+        from more.harness.results import format_table, to_csv, to_json
+        from more.tracking import trial_key
+
+        launch.close_orphans({trial_key(digest, r.trial): (r.status, r.error) for r in rows if not r.origin})
+        linked = link_reused(launch, decisions, digest)
+        if linked:
+            print(f"linked {linked} reused MLflow runs to the parent run {launch.run_id}")
+        launch.log_results(markdown=format_table(rows, spec.metric), csv=to_csv(rows),
+                           json_text=to_json(spec, digest, rows))
+        launch.finish("FINISHED" if code == 0 else "FAILED")
+        print(launch.runs_page())
+    return code
+
+
+def _train(spec: AblationSpec, trials: list[Trial], digest: str, store: ExperimentStore, args: argparse.Namespace,
+           decisions: list, identities: dict):  # noqa: ANN202 -- LaunchTracker | None
+    from more.harness.growth import tune_extras
     from more.harness.local_ray import ray_runtime
-    from more.harness.results import load_rows
     from more.harness.tune_runner import build_tuner, restore_tuner
 
     with ray_runtime(args.address, dashboard=args.dashboard) as runtime:
@@ -174,7 +275,7 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
         problem = _resource_problem(spec, runtime.embedded)
         if problem:
             print(problem, file=sys.stderr)
-            return 2
+            return False
         launch = _launch_tracker(spec, digest, args)
         tracking = None
         if launch is not None and launch.enabled:
@@ -182,20 +283,10 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
             tracking = {"uri": launch.tracking_uri, "parent": launch.run_id, "spec_name": spec.name,
                         "spec_hash": digest, "log_checkpoint": bool((spec.tracking or {}).get("log_checkpoint"))}
         tuner = restore_tuner(spec, store) if args.resume else build_tuner(
-            spec, trials, store, max_concurrent=args.max_concurrent, tracking=tracking)
+            spec, trials, store, max_concurrent=args.max_concurrent, tracking=tracking,
+            extras=tune_extras(decisions, identities))
         tuner.fit()
-    rows = load_rows(spec, trials, store.path)
-    code = _publish(spec, digest, store, rows)
-    if launch is not None and launch.enabled:
-        from more.harness.results import format_table, to_csv, to_json
-        from more.tracking import trial_key
-
-        launch.close_orphans({trial_key(digest, r.trial): (r.status, r.error) for r in rows})
-        launch.log_results(markdown=format_table(rows, spec.metric), csv=to_csv(rows),
-                           json_text=to_json(spec, digest, rows))
-        launch.finish("FINISHED" if code == 0 else "FAILED")
-        print(launch.runs_page())
-    return code
+    return launch
 
 
 def _launch_tracker(spec: AblationSpec, digest: str, args: argparse.Namespace):  # noqa: ANN202 -- LaunchTracker

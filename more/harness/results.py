@@ -36,6 +36,9 @@ class TrialRow:
     path: str  # Tune's trial folder
     run_dir: str  # the trainer's run folder (config.yaml, metrics.jsonl, eval/, checkpoints/)
     metrics: dict[str, float] = field(default_factory=dict)  # the last report (JSON only)
+    content_key: str = ""  # the trial's identity (more.harness.identity)
+    code: str = ""  # the code identity it ran at
+    origin: str = ""  # set when reused: the experiment folder / trial (or MLflow run) the result comes from
 
     @property
     def sweep_text(self) -> str:
@@ -115,11 +118,19 @@ def format_table(rows: list[TrialRow], metric: str) -> str:
     failed = [r for r in rows if r.status == FAILED]
     if failed:
         lines += ["", "Failed trials:"] + [f"- {r.trial}: {r.error}" for r in failed]
+    reused = [r for r in rows if r.origin]
+    if reused:
+        lines += ["", "Reused (not run by this launch; same content key):"]
+        lines += [f"- {r.trial}: from {r.origin}" + (f" at code {r.code[:12]}" if r.code else "") for r in reused]
+    codes = sorted({r.code for r in rows if r.code and r.status == FINISHED})
+    if len(codes) > 1:
+        lines += ["", "Commits mixed in this table: " + ", ".join(
+            f"{c[:12]} ({sum(1 for r in rows if r.code == c)} trials)" for c in codes)]
     return "\n".join(lines) + "\n"
 
 
 CSV_FIELDS = ("trial", "condition", "sweep", "seed", "status", "metric", "iterations", "node_ip", "error", "path",
-              "run_dir")
+              "run_dir", "content_key", "code", "origin")
 
 
 def to_csv(rows: list[TrialRow]) -> str:

@@ -2,9 +2,10 @@
 
 The trainable is a thin adapter: a flat dict (``_source`` + dotted overrides) -> :func:`more.config.load_config`
 -> :func:`more.train.train` with a ``report`` callable that forwards every evaluation to ``tune.report`` together
-with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from
-``tune.get_checkpoint()``, which the trainer resumes exactly. With ``resources.workers`` > 1 the adapter trains
-through Ray Train's ``TorchTrainer`` instead and relays rank 0's reports (:mod:`more.harness.ddp`).
+with the trainer's checkpoint folder. A restarted trial (retry after a failure, or ``--resume``) continues from the
+newest checkpoint of its own run folder, else ``tune.get_checkpoint()``, which the trainer resumes exactly. With
+``resources.workers`` > 1 the adapter trains through Ray Train's ``TorchTrainer`` instead and relays rank 0's
+reports (:mod:`more.harness.ddp`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,21 @@ from ray import tune
 
 from more.config import load_config
 from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Resources, Trial, trial_config
+from more.harness.trial_files import (
+    checkpoint_iteration,
+    evaluation_at,
+    inject_fault,
+    newest_valid_checkpoint,
+    seed_from_earlier,
+    write_identity,
+)
 
 PARAM_KEY = "trial"  # the Tune param space is {"trial": grid_search([flat dict per trial])}
 SOURCE_KEY, NAME_KEY, CONDITION_KEY, RUN_DIR_KEY = "_source", "_trial", "_condition", "_run_dir"
 TRACKING_KEY = "_tracking"  # {uri, parent, spec_name, spec_hash, seed, sweep, overrides}: the trial's MLflow identity
 WORKERS_KEY = "_workers"  # {cpus, gpus, workers} when a trial trains on several DDP processes (absent otherwise)
+IDENTITY_KEY = "_identity"  # the trial's content key etc. (more.harness.identity.TrialIdentity.as_dict())
+CONTINUE_KEY = "_continue"  # {checkpoint, run_dir} of an earlier result this trial trains on from
 DIVERGED_FILE = "diverged.json"
 
 
@@ -88,12 +99,13 @@ class ExperimentStore:
 
 
 def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
-                 tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+                 tracking: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The flat dict one trial's adapter receives.
 
     Besides the trial's overrides it pins what must not depend on the worker's working directory (Tune moves it
     into the trial folder): the dataset root and weights as absolute paths, and torch's thread count to the
     trial's CPU reservation (unless the experiment sets it). These are runtime facts, outside the spec hash.
+    ``extra`` adds :data:`IDENTITY_KEY` / :data:`CONTINUE_KEY` entries (see :mod:`more.harness.launch`).
     """
     cfg = trial_config(spec, trial)
     pinned: dict[str, Any] = {"data.root": cfg.data.root}
@@ -110,7 +122,7 @@ def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
         if tracking else {}
     workers = {WORKERS_KEY: asdict(spec.resources)} if spec.resources.workers > 1 else {}
     return {SOURCE_KEY: spec.source, CONDITION_KEY: trial.condition, RUN_DIR_KEY: run_dir, TRACKING_KEY: track,
-            **workers, **trial.overrides, **pinned, NAME_KEY: trial.name}
+            **workers, **(extra or {}), **trial.overrides, **pinned, NAME_KEY: trial.name}
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -127,11 +139,15 @@ def run_trial(config: dict[str, Any]) -> None:
     condition = params.pop(CONDITION_KEY, "")
     tracking = params.pop(TRACKING_KEY, None) or {}
     workers = params.pop(WORKERS_KEY, None)
+    identity = params.pop(IDENTITY_KEY, None) or {}
+    earlier = params.pop(CONTINUE_KEY, None) or {}
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
-    tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir)
+    write_identity(run_dir, identity, name=name, tracking=tracking)
+    tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir, identity=identity)
 
     def tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        inject_fault(run_dir, int(metrics.get("iter", 0)))
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(dict(metrics), checkpoint=checkpoint)  # copies the folder to storage before returning
 
@@ -141,7 +157,10 @@ def run_trial(config: dict[str, Any]) -> None:
     report, log = tracker.report_callback(tune_report), tracker.log_callback(print_line)
 
     checkpoint = tune.get_checkpoint()
-    start = checkpoint.path if checkpoint else "scratch"
+    own = newest_valid_checkpoint(run_dir)
+    if own is None and checkpoint is None and earlier.get("checkpoint"):
+        own = seed_from_earlier(run_dir, earlier)
+    start = str(own) if own else checkpoint.path if checkpoint else "scratch"
     with tracker:  # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run
         if cfg.train.deterministic:
             _refuse_repeated_divergence(run_dir, start)
@@ -154,7 +173,18 @@ def run_trial(config: dict[str, Any]) -> None:
                 train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
 
         try:
-            if checkpoint is None:
+            if own is not None:
+                # the trial's own newest checkpoint: it may be newer than the one Tune recorded (a process killed
+                # between writing a checkpoint and reporting it), and checkpoints are written atomically
+                log(f"resuming from {own}")
+                known = checkpoint_iteration(checkpoint.path) if checkpoint else 0
+                replay = evaluation_at(run_dir, own)
+                if replay is not None and (known is None or known < int(replay["iter"])):
+                    # Tune's checkpoint is older: it never received this evaluation (the last one, when nothing is
+                    # left to train); the tracker skips it if its run already holds the step
+                    report(replay, str(own))
+                fit(str(own))
+            elif checkpoint is None:
                 fit(None)
             else:
                 with checkpoint.as_directory() as resume_dir:
@@ -166,7 +196,8 @@ def run_trial(config: dict[str, Any]) -> None:
             raise
 
 
-def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, condition: str, run_dir: Path) -> Any:
+def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, condition: str, run_dir: Path,
+                       identity: dict[str, Any] | None = None) -> Any:
     """The trial's MLflow child run (a disabled tracker when the launch is not tracked)."""
     from more.tracking import TrialTracker, trial_key, trial_tags
 
@@ -183,6 +214,10 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
         overrides=tracking.get("overrides", {}), git_commit=git_sha(), fidelity=cfg.fidelity, device=device,
         ray_trial_id=tune.get_context().get_trial_id() or "",
     )
+    if identity:
+        tags.update({"more.content_key": identity["key"], "more.config_key": identity["config_key"],
+                     "more.code_id": identity["code"], "more.run_dir": str(run_dir),
+                     "more.experiment_folder": run_dir.parent.parent.name})
     return TrialTracker.open(tracking["uri"], tracking["parent"], trial_key(tracking["spec_hash"], name), tags, cfg,
                              run_name=name, run_dir=run_dir, log_checkpoint=bool(tracking.get("log_checkpoint")))
 
@@ -251,13 +286,15 @@ def asha_max_t(spec: AblationSpec, trials: list[Trial]) -> int:
 
 def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
                 max_concurrent: int | None = None, callbacks: list[Any] | None = None,
-                tracking: dict[str, Any] | None = None) -> TunerSetup:
+                tracking: dict[str, Any] | None = None,
+                extras: dict[str, dict[str, Any]] | None = None) -> TunerSetup:
     """One grid point per trial, named by trial, writing to ``store.path``.
 
     Args:
         max_concurrent: overrides the spec's ``max_concurrent``.
         callbacks: Tune callbacks run in the driver.
         tracking: ``{uri, parent, spec_name, spec_hash}`` of the launch's MLflow parent run (None: untracked).
+        extras: per trial name, the identity / continuation entries of its params (see :func:`trial_params`).
     """
     scheduler = None
     if spec.scheduler:
@@ -269,7 +306,8 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
     lower = set(LOWER_IS_BETTER) | ({spec.metric} if spec.mode == "min" else set())
     stopper = ThresholdStopper(spec.stop, lower) if spec.stop else None
     return TunerSetup(
-        param_space={PARAM_KEY: tune.grid_search([trial_params(spec, t, store, tracking) for t in trials])},
+        param_space={PARAM_KEY: tune.grid_search([trial_params(spec, t, store, tracking, (extras or {}).get(t.name))
+                                                for t in trials])},
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, scheduler=scheduler,
             max_concurrent_trials=max_concurrent or spec.max_concurrent,
@@ -288,9 +326,10 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
 
 def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
                 max_concurrent: int | None = None, callbacks: list[Any] | None = None,
-                tracking: dict[str, Any] | None = None) -> tune.Tuner:
+                tracking: dict[str, Any] | None = None, extras: dict[str, dict[str, Any]] | None = None) -> tune.Tuner:
     """A new Tuner for the trials (see :func:`tuner_setup`)."""
-    setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks, tracking=tracking)
+    setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks, tracking=tracking,
+                        extras=extras)
     return tune.Tuner(_trainable(spec), param_space=setup.param_space, tune_config=setup.tune_config,
                       run_config=setup.run_config)
 

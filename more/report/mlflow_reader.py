@@ -92,6 +92,8 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         if not runs:
             raise TrackingUnavailable(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
         records = [record_from_run(client, run, checkpoint, output) for run in _one_run_per_trial(runs)]
+        reused = reused_records(client, digest, checkpoint, output, {r.trial for r in records})
+        records += reused
         parent = launches[0] if launches else None
         spec_data = _parent_spec(client, parent.info.run_id) if parent else {}
     except MlflowException as exc:
@@ -104,7 +106,8 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         sweeps=list(dict.fromkeys([*(spec_data.get("sweeps") or {}), *(k for r in records for k in r.sweep)])),
         conditions=list(dict.fromkeys([*(spec_data.get("conditions") or {}), *(r.condition for r in records)])),
         paper=spec_data.get("paper"),
-        notes=[] if parent else [f"no launch run (more.kind=launch) with spec hash {digest}: the report is not logged"],
+        notes=([] if parent else [f"no launch run (more.kind=launch) with spec hash {digest}: the report is not "
+                                  f"logged"]) + reuse_notes(runs, reused),
     )
 
 
@@ -117,6 +120,42 @@ def _one_run_per_trial(runs: list[Any]) -> list[Any]:
         if best is None or (run.info.status == "FINISHED" and best.info.status != "FINISHED"):
             chosen[name] = run
     return sorted(chosen.values(), key=lambda r: r.info.start_time or 0)
+
+
+REUSED_BY = "more.reused_by."  # more.harness.growth.REUSED_BY_TAG (not imported: the report does not need Ray)
+
+
+def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str, have: set[str]) -> list[TrialRecord]:
+    """Runs of earlier launches that the launch of ``digest`` reused (tag ``more.reused_by.<digest>``), named as the
+    trials of this spec, with ``origin`` set to where they ran."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    out = []
+    for run in _search(client, ids, f"tags.`{REUSED_BY}{digest}` != ''"):
+        try:
+            link = json.loads(run.data.tags[f"{REUSED_BY}{digest}"])
+        except ValueError:
+            link = {}
+        record = record_from_run(client, run, checkpoint, output)
+        record.origin = f"{run.data.tags.get('more.spec_name', '?')}-{run.data.tags.get('more.spec_hash', '?')}/" \
+                        f"{record.trial} (run {run.info.run_id})"
+        record.trial = link.get("trial", record.trial)
+        if record.trial not in have:
+            have.add(record.trial)
+            out.append(record)
+    return out
+
+
+def reuse_notes(runs: list[Any], reused: list[TrialRecord]) -> list[str]:
+    """Which trials were reused and, when the table mixes code versions, which commits it holds."""
+    notes = [f"{len(reused)} trials reused from earlier launches (same content key): "
+             + ", ".join(f"{r.trial} from {r.origin}" for r in reused)] if reused else []
+    codes: dict[str, int] = {}
+    for code in [r.data.tags.get("more.code_id", "") for r in runs] + [r.code for r in reused]:
+        if code:
+            codes[code] = codes.get(code, 0) + 1
+    if len(codes) > 1:
+        notes.append("commits mixed in this table: " + ", ".join(f"{c[:12]} ({n} trials)" for c, n in codes.items()))
+    return notes
 
 
 def trial_name(run: Any) -> str:
@@ -151,7 +190,7 @@ def record_from_run(client: Any, run: Any, checkpoint: Checkpoint, output: str) 
         trial=trial_name(run), condition=tags.get("more.condition", ""), seed=int(seed) if seed is not None else None,
         sweep=json.loads(sweep), status=run.info.status, error=tags.get("more.error", ""), metrics=metrics,
         config=config, iteration=iteration, confusion=per_class_confusion(client, run.info.run_id, iteration),
-        run_id=run.info.run_id,
+        run_id=run.info.run_id, code=tags.get("more.code_id", ""),
     )
 
 

@@ -74,6 +74,8 @@ class TrialRecord:
     confusion: dict[str, dict[str, float]] = field(default_factory=dict)
     run_id: str = ""
     run_dir: str = ""
+    code: str = ""  # the code identity it ran at ("" when unknown)
+    origin: str = ""  # set when the launch reused this result from an earlier one: where it ran
 
 
 @dataclass

@@ -145,9 +145,14 @@ def read_results(storage: str | Path, name: str, digest: str | None, *, checkpoi
     digest = digest or (data.get("spec_hash") if isinstance(data, dict) else None) or folder.name.rsplit("-", 1)[-1]
     metric_name = str(data.get("metric") or "") if isinstance(data, dict) else ""
     records = [_record_from_entry(e, folder, checkpoint, output, metric_name) for e in entries]
+    reused = [r for r in records if r.origin]
+    codes = sorted({r.code for r in records if r.code})
+    notes = ([f"{len(reused)} trials reused from earlier launches (same content key): "
+              + ", ".join(f"{r.trial} from {r.origin}" for r in reused)] if reused else []) + (
+        ["commits mixed in this table: " + ", ".join(c[:12] for c in codes)] if len(codes) > 1 else [])
     return Experiment(name=name, spec_hash=digest, records=records, source=f"results.json at {results}",
                       sweeps=_merge([], [k for r in records for k in r.sweep]),
-                      conditions=_merge([], [r.condition for r in records]))
+                      conditions=_merge([], [r.condition for r in records]), notes=notes)
 
 
 def _record_from_entry(entry: dict[str, Any], folder: Path, checkpoint: Checkpoint, output: str,
@@ -172,7 +177,8 @@ def _record_from_entry(entry: dict[str, Any], folder: Path, checkpoint: Checkpoi
         trial=trial, condition=str(entry.get("condition", "")), seed=int(seed) if seed is not None else None,
         sweep=_sweep_dict(entry.get("sweep")), status=status, error=str(entry.get("error") or ""),
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, config=dict(config),
-        iteration=iteration, run_dir=str(run_dir or ""),
+        iteration=iteration, run_dir=str(run_dir or ""), code=str(entry.get("code") or ""),
+        origin=str(entry.get("origin") or ""),
     )
 
 

@@ -416,6 +416,10 @@ class TrialTracker:
         from mlflow.entities import RunTag
 
         step = int(metrics.get("iter", self.logged_through))
+        if step <= self.logged_through:
+            # the run already holds this step (a retry that restarted from an older checkpoint than the one it had
+            # reached): exact resume recomputes the same values, so logging them again would only duplicate them
+            return
         batch = self.metric_batch(metrics, step)
         tag = [RunTag(LOGGED_THROUGH, str(max(step, self.logged_through)))]
         for i, part in enumerate(_chunks(batch, METRICS_PER_CALL - 1)):

@@ -1,6 +1,6 @@
 """Checkpoints that resume a run exactly: written atomically, loaded with ``weights_only=True``, at most k kept.
 
-Layout: ``RUN_DIR/checkpoints/iter_000200/{checkpoint.pt, config.yaml}``. A checkpoint holds the model, the
+Layout: ``RUN_DIR/checkpoints/iter_000200/{checkpoint.pt, config.yaml, iteration}``. A checkpoint holds the model, the
 optimizer (incl. its schedule step), the iteration, the data-order position and every RNG state.
 """
 
@@ -18,6 +18,7 @@ import torch
 from more.config import MoReConfig, save_config
 
 CKPT_FILE = "checkpoint.pt"
+ITERATION_FILE = "iteration"
 
 
 class CheckpointError(RuntimeError):
@@ -80,6 +81,7 @@ def save_checkpoint(
     }
     torch.save(payload, tmp / CKPT_FILE)
     save_config(cfg, tmp / "config.yaml")
+    (tmp / ITERATION_FILE).write_text(f"{iteration}\n")  # readable without loading the checkpoint (and in copies)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

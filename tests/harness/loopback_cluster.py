@@ -232,8 +232,11 @@ class LoopbackCluster:
         kill_marked(self.root)
 
 
-def ablate_command(spec: Path, storage: Path, *extra: str) -> list[str]:
-    return [PYTHON, "-m", "more", "ablate", str(spec), "--storage", str(storage), *extra]
+def ablate_command(spec: Path, storage: Path, *extra: str, reuse: bool = False) -> list[str]:
+    """``python -m more ablate``; unless ``reuse``, with ``--rerun``: tests share one MLflow store per session, and
+    a test about something else must train its trials, not reuse another test's identical ones."""
+    rerun = [] if reuse or "--resume" in extra else ["--rerun"]
+    return [PYTHON, "-m", "more", "ablate", str(spec), "--storage", str(storage), *rerun, *extra]
 
 
 def trial_statuses(experiment_dir: Path) -> dict[str, str]:

@@ -126,13 +126,16 @@ def test_retry_and_relaunch_continue_the_same_runs(tracked):
                               run_dir=tracked["run_dir"], strict=True, pictures=False)
     assert retry.resumed and retry.run_id == tracked["trial"].run_id and retry.logged_through == 6
     with retry:
+        # a retry that restarted from an older checkpoint reports step 6 again: the run already holds it
+        retry.report_callback()({"iter": 6.0, "val/seg/miou": 99.0}, None)
         retry.report_callback()({"iter": 9.0, "val/seg/miou": 12.5}, None)
     client = launch.client
     runs = search(client, launch.experiment_id)
     assert len(runs) == 2  # one parent, one child
     child = client.get_run(retry.run_id)
     assert child.info.status == "FINISHED" and child.data.tags["more.attempts"] == "2"
-    assert [m.step for m in client.get_metric_history(retry.run_id, "val/seg/miou")] == [3, 6, 9]
+    history = client.get_metric_history(retry.run_id, "val/seg/miou")
+    assert [m.step for m in history] == [3, 6, 9] and 99.0 not in [m.value for m in history]
     assert [m.step for m in client.get_metric_history(retry.run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
     assert client.get_run(launch.run_id).data.tags["more.git_commit"] == "def456"
 

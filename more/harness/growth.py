@@ -1,0 +1,154 @@
+"""Growing an ablation: the launch-side glue between the reuse plan (:mod:`more.harness.reuse`), the Tuner, the
+results table and MLflow.
+
+- :func:`make_plan`: the identities of the spec's trials and a decision for each (reuse / continue / run).
+- :func:`tune_extras`: the identity (and, to continue, the earlier checkpoint) each launched trial receives.
+- :func:`all_rows`: the results table in spec order: Tune's rows for the trials this experiment ran, the earlier
+  results for the reused ones (marked with their origin), every row with its content key and code identity.
+- :func:`write_outcomes`: ``outcome.json`` in each run folder once Tune has the final state (what later launches
+  find and reuse), and :func:`link_reused`: tags that link reused MLflow runs to this launch's parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from more.harness.identity import TrialIdentity, spec_identities
+from more.harness.results import FAILED, FINISHED, TrialRow
+from more.harness.reuse import (
+    CONTINUE,
+    KEEP_FAILED,
+    OUTCOME_FILE,
+    PLAN_FILE,
+    REUSE,
+    RUN,
+    Decision,
+    Prior,
+    find_priors,
+    plan,
+    plan_json,
+    read_plan,
+)
+from more.harness.reuse import FAILED as PRIOR_FAILED
+from more.harness.reuse import FINISHED as PRIOR_FINISHED
+from more.harness.spec import AblationSpec, Trial
+
+REUSED_BY_TAG = "more.reused_by."  # + <spec hash>, on a reused trial run (see link_reused)
+
+
+def make_plan(spec: AblationSpec, trials: list[Trial], *, storage: str, experiment: str, tracking_uri: str | None,
+              tracking: bool, rerun: bool = False, across_commits: bool = False,
+              retry_failed: bool = True) -> tuple[list[Decision], dict[str, TrialIdentity]]:
+    """Decisions for the spec's trials from every earlier result but those of ``experiment`` itself."""
+    identities = spec_identities(spec, trials)
+    priors = [] if rerun else [p for p in find_priors(storage, tracking_uri, tracking=tracking)
+                               if p.experiment != experiment]
+    decisions = plan([t.name for t in trials], identities, priors, rerun=rerun, across_commits=across_commits,
+                     retry_failed=retry_failed)
+    return decisions, identities
+
+
+def save_plan(store: Any, decisions: list[Decision], identities: dict[str, TrialIdentity]) -> None:
+    store.write_text(PLAN_FILE, plan_json(decisions, identities))
+
+
+def load_plan(store: Any) -> tuple[list[Decision], dict[str, TrialIdentity]]:
+    return read_plan(store.read_text(PLAN_FILE))
+
+
+def launched(trials: list[Trial], decisions: list[Decision]) -> list[Trial]:
+    """The trials this launch trains (run or continue), in spec order; all of them when there is no plan."""
+    if not decisions:
+        return list(trials)
+    todo = {d.trial for d in decisions if d.action in (RUN, CONTINUE)}
+    return [t for t in trials if t.name in todo]
+
+
+def tune_extras(decisions: list[Decision], identities: dict[str, TrialIdentity]) -> dict[str, dict[str, Any]]:
+    from more.harness.tune_runner import CONTINUE_KEY, IDENTITY_KEY
+
+    out: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        extra: dict[str, Any] = {IDENTITY_KEY: identities[d.trial].as_dict()}
+        if d.action == CONTINUE and d.prior is not None:
+            extra[CONTINUE_KEY] = {"checkpoint": d.prior.checkpoint, "run_dir": d.prior.run_dir,
+                                   "origin": d.prior.origin, "iterations": d.prior.iterations}
+        out[d.trial] = extra
+    return out
+
+
+def prior_row(trial: Trial, prior: Prior, metric: str, *, failed: bool = False) -> TrialRow:
+    value = prior.metrics.get(metric)
+    return TrialRow(
+        trial=trial.name, condition=trial.condition, sweep=dict(trial.sweep), seed=trial.seed,
+        status=FAILED if failed else FINISHED, metric=float(value) if value is not None else None,
+        iterations=prior.iterations, node_ip="", error=prior.error if failed else "",
+        path=str(Path(prior.run_dir).parent) if prior.run_dir else "", run_dir=prior.run_dir,
+        metrics=dict(prior.metrics), content_key=prior.key, code=prior.code, origin=prior.origin,
+    )
+
+
+def all_rows(spec: AblationSpec, trials: list[Trial], store: Any, decisions: list[Decision],
+             identities: dict[str, TrialIdentity]) -> list[TrialRow]:
+    """The results table of the whole spec (see the module docstring)."""
+    from more.harness.results import load_rows
+    from more.harness.tune_runner import can_restore
+
+    ran = launched(trials, decisions)
+    by_name: dict[str, TrialRow] = {}
+    if ran:
+        if can_restore(store):
+            by_name.update({r.trial: r for r in load_rows(spec, ran, store.path)})
+        else:
+            by_name.update({t.name: TrialRow(t.name, t.condition, dict(t.sweep), t.seed, "NOT STARTED", None, None,
+                                             "", "", "", "") for t in ran})
+    chosen = {d.trial: d for d in decisions}
+    rows = []
+    for t in trials:
+        d = chosen.get(t.name)
+        if d is not None and d.action in (REUSE, KEEP_FAILED) and d.prior is not None:
+            row = prior_row(t, d.prior, spec.metric, failed=d.action == KEEP_FAILED)
+        else:
+            row = by_name[t.name]
+            ident = identities.get(t.name)
+            if ident is not None:  # a continued trial is trained here: continued_from.json in its run folder
+                row.content_key, row.code = ident.key, ident.code
+        rows.append(row)
+    return rows
+
+
+def write_outcomes(rows: list[TrialRow], *, run_ids: dict[str, str] | None = None) -> None:
+    """``outcome.json`` (status, iterations, last metrics, error) in the run folder of each trial this launch ran
+    to an end; reused rows are left alone (their outcome lives in their own folder)."""
+    for r in rows:
+        if r.origin or not r.run_dir or r.status not in (FINISHED, FAILED):
+            continue
+        run_dir = Path(r.run_dir)
+        if not run_dir.is_dir():
+            continue
+        data = {"status": PRIOR_FINISHED if r.status == FINISHED else PRIOR_FAILED, "iterations": r.iterations,
+                "metrics": r.metrics, "error": r.error, "finished": time.time(),
+                "run_id": (run_ids or {}).get(r.trial, "")}
+        tmp = run_dir / f"{OUTCOME_FILE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, run_dir / OUTCOME_FILE)
+
+
+def link_reused(launch: Any, decisions: list[Decision], digest: str) -> int:
+    """Tag each reused MLflow run with ``more.reused_by.<spec hash> = {"parent": <parent run id>, "trial": <name>}``:
+    the launch lists its reused trials without a copy of their runs. Returns how many runs were linked."""
+    if launch is None or not launch.enabled:
+        return 0
+    chosen = [(d.trial, d.prior) for d in decisions if d.action == REUSE and d.prior is not None and d.prior.run_id]
+    ids = [prior.run_id for _, prior in chosen]
+    for trial, prior in chosen:
+        # the trial's name in this spec: a reused run may come from a spec whose condition was named differently
+        value = json.dumps({"parent": launch.run_id, "trial": trial})
+        launch._call("linking a reused run", launch.client.set_tag, prior.run_id, REUSED_BY_TAG + digest, value)
+    if ids:
+        launch._call("tagging the launch", launch.client.set_tag, launch.run_id, "more.reused_trials", str(len(ids)))
+    return len(ids)
