@@ -101,7 +101,7 @@ class LossConfig:
     mct_weight: float = 1.0
     mct_temperature: float = 0.07
     ptc_weight: float = 0.3
-    ptc_weight_late: float = 0.3  # PTC weight once lir_start has passed (COCO: 1.0)
+    ptc_weight_late: float = 0.3  # PTC weight once lir_start has passed (train_coco.py: w_ptc, 0.3, too)
     seg_weight: float = 0.12  # gamma
     energy_weight: float = 0.05
     energy_scale: float = 1e-7  # DenseEnergyLoss's internal weight
