@@ -34,6 +34,7 @@ from more.pseudo.cam import cam_to_label, multi_scale_cam, multi_scale_lam
 from more.pseudo.par import PAR
 from more.train.optim import PolyWarmupAdamW
 from more.train.step import TERMS, training_step
+from tools.refcheck.common import tensor_stats
 
 HERE = Path(__file__).parent
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -70,16 +71,6 @@ def build(manifest: dict, *, weighting: str = "sum_product") -> MoRe:
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb.float() / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-
-
-def tensor_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Sum, L2 norm and a seeded random projection of each tensor (as the fixture writer computed them)."""
-    rows = []
-    for i, t in enumerate(tensors):
-        probe = torch.randn(t.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
-        t = t.detach().double()
-        rows.append(torch.stack([t.sum(), t.norm(), (t * probe).sum()]))
-    return torch.stack(rows)
 
 
 def assert_close(ours, ref, tol: float = 1e-4) -> None:  # noqa: ANN001

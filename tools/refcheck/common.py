@@ -470,3 +470,13 @@ def approx(component: str, ours: Any, ref: Any, *, tol: float = 1e-4, note: str 
 def exact(component: str, ours: Any, ref: Any, *, note: str = "", deliberate: bool = False) -> Row:
     """:func:`compare` with zero tolerance (labels, masks, indices, counts)."""
     return compare(component, ours, ref, atol=0.0, rtol=0.0, note=note, deliberate=deliberate)
+
+
+def tensor_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(N, 3) float64: sum, L2 norm and a seeded random projection of each tensor (a compact, sensitive summary)."""
+    rows = []
+    for i, t in enumerate(tensors):
+        probe = torch.randn(t.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+        t = t.detach().double()
+        rows.append(torch.stack([t.sum(), t.norm(), (t * probe).sum()]))
+    return torch.stack(rows)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tools.refcheck.build import SIZES, grads_by_our_name, paired, ref_name, voc_args
-from tools.refcheck.common import EXPECTED_COMMIT, Reference
+from tools.refcheck.common import EXPECTED_COMMIT, Reference, tensor_stats
 from tools.refcheck.eval_checks import _recording
 from tools.refcheck.replay import ure_scores
 from tools.refcheck.step_checks import URE_SEED, reference_step
@@ -34,16 +34,6 @@ SIDE = 192  # every CAM scale (1, .5, .75, 1.5) of 192 is a multiple of 16; toke
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 STEPS = (0, 2500, 12000)
 POOL = 12  # multi-scale CAMs are stored average-pooled 12x12 (the test pools its own the same way)
-
-
-def tensor_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """(N, 3) float64: sum, L2 norm and a seeded random projection of each tensor (a compact, sensitive summary)."""
-    rows = []
-    for i, t in enumerate(tensors):
-        probe = torch.randn(t.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
-        t = t.detach().double()
-        rows.append(torch.stack([t.sum(), t.norm(), (t * probe).sum()]))
-    return torch.stack(rows)
 
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:

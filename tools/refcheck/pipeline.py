@@ -153,31 +153,3 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(state[name].detach().cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tools.refcheck.pipeline --ref MoRe [--golden-out tests/golden]``: these rows alone."""
-    import argparse
-    import sys
-
-    from tools.refcheck.common import ReferenceUnavailable, load_reference, render
-
-    parser = argparse.ArgumentParser(description="the pipeline rows of tools/check_reference.py")
-    parser.add_argument("--ref", type=Path, required=True, help="checkout of zwyang6/MoRe (commit d733d34)")
-    parser.add_argument("--golden-out", type=Path, default=None, help="also write pipeline_*.pt here")
-    args = parser.parse_args(argv)
-    try:
-        with load_reference(args.ref) as ref:
-            rows = checks(ref)
-            if args.golden_out is not None:
-                print(f"[golden fixtures: {write_golden(ref, args.golden_out, command=' '.join(sys.argv))}]",
-                      file=sys.stderr)
-    except ReferenceUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(render(rows))
-    return 1 if any(r.failing for r in rows) else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
