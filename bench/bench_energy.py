@@ -18,12 +18,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_losses import timed  # the bench scripts' one timer (best of n calls, CUDA-synchronised)
 
 from more.losses.energy import bilateral_features, bilateral_filter, energy_loss
 from more.losses.lattice import permutohedral_filter
@@ -55,7 +55,6 @@ def one(variant: str, threads: int, repeat: int, batch: int, device: str, rloss_
     torch.set_num_threads(threads)
     x = inputs(batch, device)
     features = bilateral_features(x["small_image"], sigma_rgb=15.0, sigma_xy=50.0)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if variant == "rloss":
         os.environ["OMP_NUM_THREADS"] = str(threads)
         sys.path.insert(0, rloss_dir)
@@ -80,20 +79,9 @@ def one(variant: str, threads: int, repeat: int, batch: int, device: str, rloss_
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        run_filter()
-        sync()
-        times.append(time.perf_counter() - t0)
-    result = {"filter_s": min(times)}
+    result = {"filter_s": timed(run_filter, repeat, warmup=False)}
     if variant != "rloss":
-        sync()
-        t0 = time.perf_counter()
-        run_loss()
-        sync()
-        result["loss_s"] = time.perf_counter() - t0
+        result["loss_s"] = timed(run_loss, 1, warmup=False)
     if device == "cuda":
         result["added_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20
     else:  # ru_maxrss is in KiB on Linux
