@@ -416,17 +416,17 @@ class TrialTracker:
         from mlflow.entities import RunTag
 
         step = int(metrics.get("iter", self.logged_through))
+        if checkpoint_dir:  # even for a step already logged: finish() uploads the newest checkpoint
+            self.last_checkpoint = checkpoint_dir
         if step <= self.logged_through:
             # the run already holds this step (a retry that restarted from an older checkpoint than the one it had
             # reached): exact resume recomputes the same values, so logging them again would only duplicate them
             return
         batch = self.metric_batch(metrics, step)
-        tag = [RunTag(LOGGED_THROUGH, str(max(step, self.logged_through)))]
+        tag = [RunTag(LOGGED_THROUGH, str(step))]
         for i, part in enumerate(_chunks(batch, METRICS_PER_CALL - 1)):
             self.client.log_batch(self.run_id, metrics=part, tags=tag if i == 0 else ())
-        self.logged_through = max(step, self.logged_through)
-        if checkpoint_dir:
-            self.last_checkpoint = checkpoint_dir
+        self.logged_through = step
         self._upload_eval_files(metrics, step, checkpoint_dir)
 
     def _upload_eval_files(self, metrics: dict[str, float], step: int, checkpoint_dir: str | None) -> None:

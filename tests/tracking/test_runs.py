@@ -128,6 +128,9 @@ def test_retry_and_relaunch_continue_the_same_runs(tracked):
     with retry:
         # a retry that restarted from an older checkpoint reports step 6 again: the run already holds it
         retry.report_callback()({"iter": 6.0, "val/seg/miou": 99.0}, None)
+        own = str(tracked["run_dir"] / "checkpoints" / "iter_000006")
+        retry.report_callback()({"iter": 6.0, "val/seg/miou": 99.0}, own)
+        assert retry.last_checkpoint == own  # a step not logged again still names the checkpoint finish() uploads
         retry.report_callback()({"iter": 9.0, "val/seg/miou": 12.5}, None)
     client = launch.client
     runs = search(client, launch.experiment_id)
