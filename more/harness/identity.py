@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,18 @@ def tree_fingerprint(root: str | os.PathLike, *, skip: tuple[str, ...] = (".more
     return _sha("\n".join(entries))
 
 
-def dataset_identity(cfg: MoReConfig) -> dict[str, Any]:
-    """What the dataset at ``data.root`` holds (see the module docstring); the path itself is not part of it."""
+def _memoised(memo: dict | None, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, once per ``key`` within one ``memo`` (the trials of a spec share their dataset and weights)."""
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def dataset_identity(cfg: MoReConfig, *, memo: dict | None = None) -> dict[str, Any]:
+    """What the dataset at ``data.root`` holds (see the module docstring); the path itself is not part of it.
+    ``memo`` keeps the tree's fingerprint across the calls for one spec, so its files are listed once."""
     if cfg.data.dataset == "synthetic":
         from more.data.synth import META_FILE, SynthOptions
 
@@ -163,13 +174,14 @@ def dataset_identity(cfg: MoReConfig) -> dict[str, Any]:
     for split in dict.fromkeys((cfg.data.train_split, cfg.data.val_split, cfg.eval.split)):
         f = split_files(root, cfg.data.dataset, split).list_file
         lists[split] = _sha(f.read_bytes()) if f.is_file() else None
-    return {"lists": lists, "tree": tree_fingerprint(root) if root.is_dir() else None}
+    tree = _memoised(memo, ("tree", str(root.resolve())), lambda: tree_fingerprint(root)) if root.is_dir() else None
+    return {"lists": lists, "tree": tree}
 
 
-def weights_identity(value: str) -> Any:
+def weights_identity(value: str, *, memo: dict | None = None) -> Any:
     """A local weights file by its size and hash; a hub tag (or ``""``, random init) as it is."""
     if value and Path(value).expanduser().is_file():
-        return file_identity(value)
+        return _memoised(memo, ("file", value), lambda: file_identity(value))
     return value
 
 
@@ -184,16 +196,18 @@ def target_iters(cfg: MoReConfig, stop: dict[str, float]) -> int:
 
 
 def identity_payload(cfg: MoReConfig, *, stop: dict[str, float], scheduler: dict[str, Any] | None,
-                     metric: str, mode: str) -> dict[str, Any]:
-    """The canonical content behind :func:`config_key` (useful to see why two keys differ)."""
+                     metric: str, mode: str, memo: dict | None = None) -> dict[str, Any]:
+    """The canonical content behind :func:`config_key` (useful to see why two keys differ); ``memo`` shares the
+    dataset and file identities between the trials of one spec."""
     flat = {k: v for k, v in to_flat(cfg).items() if k not in RUNTIME_KEYS and k not in PATH_KEYS}
     labels = cfg.data.labels_file
     rules = {k: v for k, v in stop.items() if k != "iter"}
     return {
         "config": flat,
-        "data": dataset_identity(cfg),
-        "labels_file": file_identity(labels) if labels and Path(labels).is_file() else labels,
-        "weights": weights_identity(cfg.model.pretrained),
+        "data": dataset_identity(cfg, memo=memo),
+        "labels_file": (_memoised(memo, ("file", labels), lambda: file_identity(labels))
+                        if labels and Path(labels).is_file() else labels),
+        "weights": weights_identity(cfg.model.pretrained, memo=memo),
         "seed": cfg.train.seed,
         # a metric threshold or the ASHA scheduler can end a trial early; the metric/mode decide what they compare
         "stop_rules": ({"rules": rules, "metric": metric, "mode": mode} if rules or scheduler else {}),
@@ -210,9 +224,9 @@ def content_key(config_key_: str, code: str) -> str:
 
 
 def trial_identity(cfg: MoReConfig, *, stop: dict[str, float], scheduler: dict[str, Any] | None, metric: str,
-                   mode: str, code: str) -> TrialIdentity:
+                   mode: str, code: str, memo: dict | None = None) -> TrialIdentity:
     """The identity of a trial with config ``cfg`` under a spec's stop rule and scheduler, at code ``code``."""
-    ck = config_key(identity_payload(cfg, stop=stop, scheduler=scheduler, metric=metric, mode=mode))
+    ck = config_key(identity_payload(cfg, stop=stop, scheduler=scheduler, metric=metric, mode=mode, memo=memo))
     return TrialIdentity(content_key(ck, code), ck, code, target_iters(cfg, stop))
 
 
@@ -221,5 +235,6 @@ def spec_identities(spec: Any, trials: list[Any], *, code: str | None = None) ->
     from more.harness.spec import trial_config
 
     code = code or code_identity()
+    memo: dict = {}
     return {t.name: trial_identity(trial_config(spec, t), stop=spec.stop, scheduler=spec.scheduler,
-                                   metric=spec.metric, mode=spec.mode, code=code) for t in trials}
+                                   metric=spec.metric, mode=spec.mode, code=code, memo=memo) for t in trials}
