@@ -64,15 +64,6 @@ def output_dir(path: str | os.PathLike, what: str) -> str:
     return f"{what} {p} ({'exists' if p.exists() else 'will be created'}, writable)"
 
 
-def output_file(path: str | os.PathLike, what: str) -> str:
-    """A file the command will write: not a folder, its folder creatable/writable."""
-    p = Path(path).expanduser().absolute()
-    if p.is_dir():
-        raise PreflightError(f"{what} {p}: is a folder, expected a file")
-    output_dir(p.parent, what)
-    return f"{what} {p} (writable)"
-
-
 def input_file(path: str | os.PathLike, what: str) -> str:
     """A file the command reads: present, a file, readable."""
     p = Path(path).expanduser()
@@ -130,9 +121,7 @@ def device_available(device: str) -> str:
     """``runtime.device`` (already a valid name) must exist on this machine."""
     if not device.startswith("cuda"):
         return f"runtime.device {device}"
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = local_gpus()
     index = int(device.split(":", 1)[1]) if ":" in device else 0
     if index >= count:
         raise PreflightError(f"runtime.device={device!r}: this machine has {count} CUDA device(s)"

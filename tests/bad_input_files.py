@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from tiny_config import TINY
+
+from more.tracking.store import free_port
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,7 @@ class Assets:
 
 
 def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens there once the socket is closed
+    return free_port()  # nothing listens there once its probe socket is closed
 
 
 # ------------------------------------------------------------------------------------------ file builders

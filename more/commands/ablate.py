@@ -13,6 +13,7 @@ says which. A launch whose trials are all reused starts no Ray.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -204,7 +205,7 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
     if claims is None:
         print(f"note: no trial claims on {store.storage} (an object store has no exclusive create): two launches "
               f"sharing trials there may both run them", file=sys.stderr)
-    with claims or _Nothing():
+    with claims or contextlib.nullcontext():
         held = {t.name: owner for t in todo if claims is not None and identities.get(t.name)
                 and (owner := claims.claim(identities[t.name].key, t.name)) is not None}
         if held:
@@ -221,14 +222,6 @@ def _run(spec: AblationSpec, trials: list[Trial], digest: str, store: Experiment
         if launch is False:  # no node can hold a trial
             return 2
         return _finish(spec, digest, store, all_rows(spec, trials, store, decisions, identities), decisions, launch)
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _finish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[TrialRow], decisions: list,

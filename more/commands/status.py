@@ -12,9 +12,8 @@ import argparse
 import sys
 import time
 
-from more.harness.spec import SpecError, expand, load_spec, spec_hash
-
-DEFAULT_STORAGE = "work/ray_results"
+from more.commands.ablate import DEFAULT_STORAGE, resolve_storage
+from more.harness.spec import expand, load_spec, spec_hash
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,16 +28,12 @@ def run(args: argparse.Namespace) -> int:
 
     from more.harness.status import experiment_status, status_text
 
-    try:
-        spec = load_spec(args.spec)
-        trials = expand(spec)
-    except SpecError as exc:
-        print(f"spec error: {exc}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec)  # SpecError -> "spec error: ..." and exit 2 (more.__main__)
+    trials = expand(spec)
     if "://" in args.storage:
         print(f"status reads a local or mounted storage folder; {args.storage} is not one", file=sys.stderr)
         return 2
-    folder = Path(args.storage).expanduser().resolve() / f"{spec.name}-{spec_hash(spec, trials)}"
+    folder = Path(resolve_storage(args.storage)) / f"{spec.name}-{spec_hash(spec, trials)}"
     if not folder.is_dir():
         print(f"no experiment of this spec at {folder} (not launched yet, or launched with another --storage)",
               file=sys.stderr)

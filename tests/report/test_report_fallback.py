@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from more.report import Checkpoint, ReportOptions, build_report, load_experiment
 from more.report.plots import sensitivity_png
 from more.report.render import markdown_table
+from more.tracking.store import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DIVERGED = "TrainingDiverged: loss term 'cre' became non-finite at step 7"
@@ -51,12 +51,6 @@ def harness_dir(tmp_path_factory, spec_writer):
     return {"spec": spec_path, "storage": root / "storage", "digest": digest}
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the socket is: nothing listens there
-
-
 def test_unreachable_sqlite_falls_back_to_results_json(harness_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'no_such_dir' / 'mlflow.db'}"
     exp = load_experiment(str(harness_dir["spec"]), tracking_uri=uri, storage=harness_dir["storage"],
@@ -87,7 +81,7 @@ def test_unreachable_sqlite_falls_back_to_results_json(harness_dir, tmp_path):
 def test_unreachable_http_server_falls_back(harness_dir, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    exp = load_experiment(str(harness_dir["spec"]), tracking_uri=f"http://127.0.0.1:{_closed_port()}",
+    exp = load_experiment(str(harness_dir["spec"]), tracking_uri=f"http://127.0.0.1:{free_port()}",
                           storage=harness_dir["storage"], checkpoint=Checkpoint())
     assert exp.source.startswith("results.json at ")
     assert exp.notes[0].startswith("MLflow not used: MLflow at http://127.0.0.1:") and "unreachable" in exp.notes[0]
