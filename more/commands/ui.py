@@ -13,12 +13,15 @@ import signal
 import sys
 from pathlib import Path
 
+from more.tracking.store import DEFAULT_UI_PORT
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="the store to show: sqlite:////abs/mlflow.db, a folder or *.db path "
                              "(default: $MLFLOW_TRACKING_URI, else the embedded store work/mlflow/mlflow.db)")
-    parser.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000; 0 = a free port)")
+    parser.add_argument("--port", type=int, default=DEFAULT_UI_PORT,
+                        help=f"port to serve on (default {DEFAULT_UI_PORT}; 0 = a free port)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow a non-loopback --host (the UI has no authentication: anyone who can reach the "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from more.harness.identity import TrialIdentity, spec_identities
-from more.harness.results import FAILED, FINISHED, TrialRow
+from more.harness.results import FAILED, FINISHED, TrialRow, not_started_row
 from more.harness.reuse import (
     CONTINUE,
     KEEP_FAILED,
@@ -36,8 +36,7 @@ from more.harness.reuse import (
 from more.harness.reuse import FAILED as PRIOR_FAILED
 from more.harness.reuse import FINISHED as PRIOR_FINISHED
 from more.harness.spec import AblationSpec, Trial
-
-REUSED_BY_TAG = "more.reused_by."  # + <spec hash>, on a reused trial run (see link_reused)
+from more.tracking.runs import REUSED_BY_TAG
 
 
 def make_plan(spec: AblationSpec, trials: list[Trial], *, storage: str, experiment: str, tracking_uri: str | None,
@@ -104,8 +103,7 @@ def all_rows(spec: AblationSpec, trials: list[Trial], store: Any, decisions: lis
         if can_restore(store):
             by_name.update({r.trial: r for r in load_rows(spec, ran, store.path)})
         else:
-            by_name.update({t.name: TrialRow(t.name, t.condition, dict(t.sweep), t.seed, "NOT STARTED", None, None,
-                                             "", "", "", "") for t in ran})
+            by_name.update({t.name: not_started_row(t) for t in ran})
     chosen = {d.trial: d for d in decisions}
     rows = []
     for t in trials:

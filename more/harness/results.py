@@ -67,8 +67,7 @@ def load_rows(spec: AblationSpec, trials: list[Trial], experiment_path: str) -> 
     rows = []
     for t in trials:
         if t.name not in found:
-            rows.append(TrialRow(t.name, t.condition, dict(t.sweep), t.seed, "NOT STARTED", None, None, "", "", "",
-                                 ""))
+            rows.append(not_started_row(t))
             continue
         tune_trial, result = found[t.name]
         metrics = result.metrics or {}
@@ -84,6 +83,12 @@ def load_rows(spec: AblationSpec, trials: list[Trial], experiment_path: str) -> 
                                       if isinstance(v, (int, float)) and not isinstance(v, bool)},
         ))
     return rows
+
+
+def not_started_row(trial: Any) -> TrialRow:
+    """The row of a trial Tune has not created (yet)."""
+    return TrialRow(trial.name, trial.condition, dict(trial.sweep), trial.seed, "NOT STARTED", None, None, "", "", "",
+                    "")
 
 
 def summarize(rows: list[TrialRow]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from more.report.records import Checkpoint, Experiment, TrialRecord, parse_value
+from more.tracking.runs import REUSED_BY_TAG
 from more.yamlio import load_yaml
 
 _PER_CLASS = re.compile(r"iter_(\d+)\.csv$")
@@ -122,7 +123,6 @@ def _one_run_per_trial(runs: list[Any]) -> list[Any]:
     return sorted(chosen.values(), key=lambda r: r.info.start_time or 0)
 
 
-REUSED_BY = "more.reused_by."  # more.harness.growth.REUSED_BY_TAG (not imported: the report does not need Ray)
 
 
 def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str, have: set[str]) -> list[TrialRecord]:
@@ -130,9 +130,9 @@ def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str
     trials of this spec, with ``origin`` set to where they ran."""
     ids = [e.experiment_id for e in client.search_experiments()]
     out = []
-    for run in _search(client, ids, f"tags.`{REUSED_BY}{digest}` != ''"):
+    for run in _search(client, ids, f"tags.`{REUSED_BY_TAG}{digest}` != ''"):
         try:
-            link = json.loads(run.data.tags[f"{REUSED_BY}{digest}"])
+            link = json.loads(run.data.tags[f"{REUSED_BY_TAG}{digest}"])
         except ValueError:
             link = {}
         record = record_from_run(client, run, checkpoint, output)

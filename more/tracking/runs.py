@@ -33,6 +33,7 @@ Report = Callable[[dict[str, float], "str | None"], None]
 LAUNCH, TRIAL = "launch", "trial"
 PARENT_TAG = "mlflow.parentRunId"
 LOGGED_THROUGH = "more.logged_through"  # the last iteration whose metrics.jsonl records were logged
+REUSED_BY_TAG = "more.reused_by."  # + <spec hash>, on a trial run a later launch reused (harness.growth)
 PARAMS_PER_CALL, TAGS_PER_CALL, METRICS_PER_CALL = 100, 100, 1000
 ERROR_CHARS = 5000
 PICTURE_BUDGET = 0.03  # pictures are skipped while tracking would take more than this share of the trial's time
