@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -321,3 +322,18 @@ def cluster_problem(resources: Any, nodes: list[dict[str, Any]]) -> str:
         return f"no node can hold a trial of {resources.cpus:g} CPU and {resources.gpus:g} GPU (nodes: {have})"
     return (f"the cluster cannot hold {resources.workers} DDP workers of {need['CPU']:g} CPU and {need['GPU']:g} GPU "
             f"(nodes: {have})")
+
+
+def cluster_refusal(resources: Any, *, embedded: bool) -> str:
+    """Right after connecting, before any trial is submitted: a trial no node can ever hold would wait forever.
+    On a local Ray that is the refusal returned; on a cluster only a warning on stderr ('' returned), since its
+    autoscaler may still add such nodes."""
+    import ray
+
+    text = cluster_problem(resources, ray.nodes())
+    if not text:
+        return ""
+    if embedded:
+        return f"{text}; lower 'resources' in the spec or run on a cluster with --address"
+    print(f"warning: {text}; waiting for the cluster's autoscaler", file=sys.stderr, flush=True)
+    return ""

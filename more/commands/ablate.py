@@ -255,6 +255,7 @@ def _train(spec: AblationSpec, trials: list[Trial], digest: str, store: Experime
     from more.harness.growth import tune_extras
     from more.harness.local_ray import ray_runtime
     from more.harness.tune_runner import build_tuner, restore_tuner
+    from more.preflight import cluster_refusal
 
     with ray_runtime(args.address, dashboard=args.dashboard) as runtime:
         import ray
@@ -265,7 +266,7 @@ def _train(spec: AblationSpec, trials: list[Trial], digest: str, store: Experime
         if runtime.dashboard_url:
             print(f"Ray dashboard: http://{runtime.dashboard_url}", flush=True)
         print("nodes: " + ", ".join(_node_text(n) for n in ray.nodes() if n.get("Alive")), flush=True)
-        problem = _resource_problem(spec, runtime.embedded)
+        problem = cluster_refusal(spec.resources, embedded=runtime.embedded)
         if problem:
             print(problem, file=sys.stderr)
             return False
@@ -297,22 +298,6 @@ def _launch_tracker(spec: AblationSpec, digest: str, args: argparse.Namespace): 
 def _node_text(node: dict) -> str:
     res = node.get("Resources", {})
     return f"{node['NodeManagerAddress']} ({res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU)"
-
-
-def _resource_problem(spec: AblationSpec, embedded: bool) -> str:
-    """A trial that no node can ever hold would wait forever: refuse it on a local Ray, warn on a cluster
-    (its autoscaler may still add such nodes)."""
-    import ray
-
-    from more.preflight import cluster_problem
-
-    text = cluster_problem(spec.resources, ray.nodes())
-    if not text:
-        return ""
-    if embedded:
-        return f"{text}; lower 'resources' in the spec or run on a cluster with --address"
-    print(f"warning: {text}; waiting for the cluster's autoscaler", file=sys.stderr)
-    return ""
 
 
 def _publish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[TrialRow]) -> int:

@@ -98,6 +98,7 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
     import optuna
 
     from more.harness.local_ray import ray_runtime
+    from more.preflight import PreflightError, cluster_refusal
     from more.search.cached import finished_trials
     from more.search.report import log_study, write_outputs
     from more.search.spec import search_hash
@@ -120,7 +121,9 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
         os.environ[PENDING_ENV] = str(max(spec.max_concurrent, int(os.environ.get(PENDING_ENV, "1") or 1)))
         num_cpus = None if args.address else max(1, int(round(spec.max_concurrent * spec.resources.cpus)))
         with ray_runtime(args.address, num_cpus=num_cpus) as runtime:
-            _check_cluster(spec, runtime.embedded)
+            problem = cluster_refusal(spec.resources, embedded=runtime.embedded)
+            if problem:
+                raise PreflightError(f"resources: {problem}")
             _log(f"study {study_name}: {n_trials} trial(s), {spec.max_concurrent} at a time, on "
                  f"{'local Ray ' if runtime.embedded else 'Ray cluster '}{runtime.address} -> {out}")
             results = _fit(spec, storage=storage, study_name=study_name, seed_offset=done, n_trials=n_trials,
@@ -148,19 +151,6 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
               + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()))
     print(f"results in {out}: trials.csv, trials.md, importances.*, best.yaml")
     return 1 if failed else 0
-
-
-def _check_cluster(spec: SearchSpec, embedded: bool) -> None:
-    """Right after connecting, before any trial is submitted: a trial no node can hold would wait forever."""
-    import ray
-
-    from more.preflight import PreflightError, cluster_problem
-
-    problem = cluster_problem(spec.resources, ray.nodes())
-    if problem and embedded:
-        raise PreflightError(f"resources: {problem}; lower 'resources' in the spec or run on a cluster with --address")
-    if problem:
-        _log(f"warning: {problem}; waiting for the cluster's autoscaler")
 
 
 def _fit(spec: SearchSpec, *, storage: Any, study_name: str, seed_offset: int, n_trials: int, storage_path: str,
