@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from more.data.transforms import normalize
 from tools.refcheck.build import SIZES, grads_by_our_name, paired, ref_name, voc_args
 from tools.refcheck.common import EXPECTED_COMMIT, Reference, tensor_stats
 from tools.refcheck.eval_checks import _recording
@@ -186,7 +187,9 @@ def _validation(ref: Reference, theirs: torch.nn.Module) -> dict[str, Any]:
         images.append(rgb)
         masks.append(mask)
         labels.append(lab)
-    loader = [(f"img{i}", normalise(rgb), mask, lab) for i, (rgb, mask, lab) in enumerate(zip(images, masks, labels))]
+    # the input our side builds with eval_image: the reference's float64 normalize_img route (data.transforms)
+    loader = [(f"img{i}", normalize(rgb[0], MEAN, STD)[None], mask, lab)
+              for i, (rgb, mask, lab) in enumerate(zip(images, masks, labels))]
     import contextlib
     import io
 
