@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from more.harness.reuse import plan_text
 from more.harness.spec import AblationSpec, Trial, expand, load_spec, spec_hash
 
 if TYPE_CHECKING:
@@ -60,16 +61,15 @@ def run(args: argparse.Namespace) -> int:
     checked = ablate_checks(spec, trials, args)  # before Ray starts or anything is written
     digest = spec_hash(spec, trials)
     if args.dry_run:
-        text = dry_run_text(spec, trials, digest, checks=checked.text())
-        last = "dry run: nothing launched\n"
-        print(text.removesuffix(last) + _plan_text(spec, trials, digest, args) + last, end="")
+        decisions, _ = _plan(spec, trials, digest, args)
+        print(dry_run_text(spec, trials, digest, checks=checked.text(), plan=plan_text(decisions)), end="")
         return 0
     return launch(spec, trials, digest, args)
 
 
-def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks: str = "") -> str:
-    """The trial table (name, condition, overrides, seed), the count, the GPU-hour estimate and what the preflight
-    checked (``checks``)."""
+def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks: str = "", plan: str = "") -> str:
+    """The trial table (name, condition, overrides, seed), the count, the GPU-hour estimate, what the preflight
+    checked (``checks``) and what a launch would reuse and run (``plan``)."""
     header = [
         f"spec {spec.name} (hash {digest}): {spec.source}",
         "experiment overrides: " + (_overrides_text(spec.overrides) or "-"),
@@ -92,16 +92,8 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks
     else:
         estimate = "unknown (set gpu_hours_per_trial in the spec)"
     checked = ["preflight:", checks.rstrip("\n")] if checks else []
-    footer = ["", f"{len(trials)} trials; estimated {estimate}", *checked, "dry run: nothing launched"]
-    return "\n".join(header + table + footer) + "\n"
-
-
-def _plan_text(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> str:
-    """What a launch would reuse, continue and run (see :mod:`more.harness.reuse`)."""
-    from more.harness.reuse import decisions_text, summary_line
-
-    decisions, _ = _plan(spec, trials, digest, args)
-    return "\n" + decisions_text(decisions) + summary_line(decisions) + "\n\n"
+    footer = ["", f"{len(trials)} trials; estimated {estimate}", *checked]
+    return "\n".join(header + table + footer) + "\n" + (f"\n{plan}\n\n" if plan else "") + "dry run: nothing launched\n"
 
 
 def _plan(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.Namespace) -> tuple[list, dict]:
@@ -159,13 +151,11 @@ def launch(spec: AblationSpec, trials: list[Trial], digest: str, args: argparse.
         return _report_existing(spec, trials, digest, store)
     else:
         from more.harness.growth import save_plan
-        from more.harness.reuse import decisions_text, summary_line
-
         for name, h in others:
             print(f"note: {store.storage}/{name} holds an earlier version of this spec (hash {h}); "
                   f"starting a new experiment {store.name}")
         decisions, identities = _plan(spec, trials, digest, args)
-        print(decisions_text(decisions) + summary_line(decisions), flush=True)
+        print(plan_text(decisions), flush=True)
         _write_spec_files(spec, trials, digest, store)
         save_plan(store, decisions, identities)
     return _run(spec, trials, digest, store, args)

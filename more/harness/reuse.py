@@ -226,6 +226,11 @@ def decisions_text(decisions: list[Decision]) -> str:
     return "\n".join(f"{r[0].ljust(widths[0])} | {r[1].ljust(widths[1])} | {r[2]}" for r in rows) + "\n"
 
 
+def plan_text(decisions: list[Decision]) -> str:
+    """The decisions table and the "N to run, M reused" line, as launches and dry runs print them."""
+    return decisions_text(decisions) + summary_line(decisions)
+
+
 # ---------------------------------------------------------------------------------------------- persisting
 
 
