@@ -219,17 +219,14 @@ def _finish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[
     """Record outcomes, publish the table, close and link the MLflow runs."""
     from more.harness.growth import link_reused, write_outcomes
 
-    run_ids = {}
-    if launch is not None and launch.enabled:
-        run_ids = {r.info.run_name: r.info.run_id for r in launch._call("listing the trial runs", launch.trial_runs)
-                   or []}
-    write_outcomes(rows, run_ids=run_ids)
+    runs = launch.listed_trial_runs() if launch is not None and launch.enabled else []
+    write_outcomes(rows, run_ids={r.info.run_name: r.info.run_id for r in runs})
     code = _publish(spec, digest, store, rows)
     if launch is not None and launch.enabled:
         from more.harness.results import format_table, to_csv, to_json
         from more.tracking import trial_key
 
-        launch.close_orphans({trial_key(digest, r.trial): (r.status, r.error) for r in rows if not r.origin})
+        launch.close_orphans({trial_key(digest, r.trial): (r.status, r.error) for r in rows if not r.origin}, runs)
         linked = link_reused(launch, decisions, digest)
         if linked:
             print(f"linked {linked} reused MLflow runs to the parent run {launch.run_id}")

@@ -101,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"no runs found for {target}: {exc}", file=sys.stderr)
             return 1
         experiments.append(exp)
-    _check_classes(args.classes, experiments, args.output)
+    classes = _check_classes(args.classes, experiments, args.output)
     for exp in experiments:
         print(f"{exp.name} (spec hash {exp.spec_hash}): {len(exp.records)} trials from {exp.source}", file=sys.stderr)
         for note in exp.notes:
             print(f"  note: {note}", file=sys.stderr)
     options = ReportOptions(output=args.output, checkpoint=checkpoint, formats=formats,
-                            classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
+                            classes=classes)
     report = build_report(experiments, options)
     out = Path(args.out).expanduser() if args.out else repo_root() / "work" / "reports" / "+".join(
         e.name for e in experiments)
@@ -120,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_classes(text: str | None, experiments: list, output: str) -> None:
-    """``--classes``: every name must be a class the runs logged an IoU for (when they logged any)."""
+def _check_classes(text: str | None, experiments: list, output: str) -> list[str] | None:
+    """``--classes``: every name must be a class the runs logged an IoU for (when they logged any); returns the
+    names (None when the flag is not given)."""
     from more.hints import did_you_mean
     from more.preflight import PreflightError
     from more.report.tables import discover_classes
@@ -134,6 +135,7 @@ def _check_classes(text: str | None, experiments: list, output: str) -> None:
     if unknown:
         raise PreflightError(f"--classes: unknown class '{unknown[0]}'{did_you_mean(unknown[0], found)} (the runs "
                              f"have: {', '.join(found)})")
+    return wanted or None
 
 
 def _log_to_parents(experiments: list, out: Path) -> None:

@@ -180,7 +180,11 @@ class LaunchTracker:
             return []
         return _search(self.client, self.experiment_id, f"tags.`{PARENT_TAG}` = {_quoted(self.run_id)}")
 
-    def close_orphans(self, outcomes: dict[str, tuple[str, str]]) -> list[str]:
+    def listed_trial_runs(self) -> list[Any]:
+        """:meth:`trial_runs`, with a tracking failure reported as a warning (an empty list then)."""
+        return self._call("listing the trial runs", self.trial_runs) or []
+
+    def close_orphans(self, outcomes: dict[str, tuple[str, str]], runs: list[Any] | None = None) -> list[str]:
         """End the child runs that Tune finished but whose trial process did not live to end them.
 
         Tune stops a trial (stop rule, scheduler, end of the experiment) by tearing its process down while the
@@ -190,12 +194,13 @@ class LaunchTracker:
         Args:
             outcomes: ``{trial key: (Tune status, error summary)}`` of the launch's trials; only TERMINATED and
                 ERROR trials are closed (FINISHED, or FAILED with ``more.error``), others are left as they are.
+            runs: the launch's trial runs when the caller has just listed them (else they are listed here).
 
         Returns:
             The keys of the runs it ended (each tagged ``more.closed_by=driver``).
         """
         closed = []
-        for run in self._call("listing the trial runs", self.trial_runs) or []:
+        for run in self.listed_trial_runs() if runs is None else runs:
             key = run.data.tags.get("more.trial_key", "")
             status, error = outcomes.get(key, ("", ""))
             if run.info.status != "RUNNING" or status not in ("TERMINATED", "ERROR"):
