@@ -74,6 +74,14 @@ def predict_batch(
     }
 
 
+def column_labels(name: str, column: torch.Tensor, present: torch.Tensor, *, bkg_thre: float) -> torch.Tensor:
+    """(n, H, W) labels of one validation column at label size: the decoder's argmax for ``seg`` (label-free), else
+    the GT image labels and the background threshold, no ignore band (§5.1)."""
+    if name == "seg":
+        return column.argmax(1)
+    return cam_to_label(column, present, ignore_mid=False, bkg_thre=bkg_thre)
+
+
 def columns_at(
     maps: dict[str, torch.Tensor], index: Sequence[int], size: tuple[int, int]
 ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -141,11 +149,7 @@ def evaluate(
                 gt = torch.stack([batch["mask"][i] for i in index]).to(device, non_blocking=True)  # (n, H, W)
                 present = labels[index]  # (n, C)
                 for name, column in columns_at(maps, index, size):
-                    if name == "seg":  # label-free: the decoder's argmax
-                        pred = column.argmax(1)
-                    else:  # GT image labels and the background threshold, no ignore band (§5.1)
-                        pred = cam_to_label(column, present, ignore_mid=False, bkg_thre=cfg.eval.bkg_thre)
-                    hists[name].update(pred, gt)
+                    hists[name].update(column_labels(name, column, present, bkg_thre=cfg.eval.bkg_thre), gt)
             seen += images.shape[0]
             if progress is not None:
                 progress(seen, total)

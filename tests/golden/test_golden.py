@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import more.train.step as step_module
 from more.config import load_config
 from more.data.transforms import eval_image
-from more.eval.evaluate import columns_at, evaluate, predict_batch
+from more.eval.evaluate import column_labels, columns_at, evaluate, predict_batch
 from more.losses import cre_loss, mct_loss, ptc_loss, ure_loss
 from more.model.backbone import MultiClassTokenViT
 from more.model.decoder import LargeFOV
@@ -237,8 +237,7 @@ def test_validation_columns_match_reference(golden: dict, manifest: dict) -> Non
         maps = predict_batch(model, batch["image"], batch["labels"], cfg=cfg)
         for name, column in columns_at(maps, [0], tuple(batch["mask"][0].shape)):
             if name in ref["columns"]:
-                pred = column.argmax(1) if name == "seg" else cam_to_label(column, batch["labels"], ignore_mid=False,
-                                                                           bkg_thre=cfg.eval.bkg_thre)
+                pred = column_labels(name, column, batch["labels"], bkg_thre=cfg.eval.bkg_thre)
                 assert torch.equal(pred[0].to(torch.uint8), ref["columns"][name]["labels"][i]), (name, i)
     for name, column in ref["columns"].items():
         np.testing.assert_allclose(result.scores[name].iou, column["iou"].numpy(), rtol=1e-12, equal_nan=True)

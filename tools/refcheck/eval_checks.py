@@ -18,9 +18,8 @@ import torch
 
 from more.config import load_config
 from more.data.transforms import eval_image, normalize
-from more.eval.evaluate import columns_at, evaluate, predict_batch
+from more.eval.evaluate import column_labels, columns_at, evaluate, predict_batch
 from more.eval.metrics import ConfusionMatrix, per_image_f1, scores
-from more.pseudo.cam import cam_to_label
 from tools.refcheck.build import SIZES, paired, voc_args
 from tools.refcheck.common import Reference, Row, approx, exact
 
@@ -119,8 +118,7 @@ def _validation_rows(ref: Reference) -> list[Row]:
         mask = batch["mask"][0]
         for name, column in columns_at(maps, [0], tuple(mask.shape)):
             if name in per_image:
-                pred = column.argmax(1) if name == "seg" else cam_to_label(column, batch["labels"], ignore_mid=False,
-                                                                           bkg_thre=cfg.eval.bkg_thre)
+                pred = column_labels(name, column, batch["labels"], bkg_thre=cfg.eval.bkg_thre)
                 per_image[name].append(pred[0])
     ours.train()
     for (column, key), (ref_preds, ref_scores) in zip(COLUMNS.items(), calls):
