@@ -109,5 +109,9 @@ def eval_image(image: torch.Tensor, size: int, mean: Sequence[float], std: Seque
 
     Like the reference validation engine, the resize runs on the normalised tensor (no antialiasing).
     """
-    x = normalize(image.permute(2, 0, 1), mean, std)  # (3, H, W)
-    return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]  # (3, R, R)
+    return to_square(normalize(image.permute(2, 0, 1), mean, std), size)
+
+
+def to_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) normalised -> (3, size, size), bilinear, no antialiasing (the second half of :func:`eval_image`)."""
+    return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]

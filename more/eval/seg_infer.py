@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from more.data.transforms import eval_image
+from more.data.transforms import normalize, to_square
 
 
 def scaled_inputs(
@@ -38,13 +38,15 @@ def scaled_inputs(
         one (B, 3, int(R·s), int(R·s)) tensor per scale, on ``images``' device and dtype.
     """
     side = images.shape[-1]
-    out = []
+    out, normalised = [], None
     for s in scales:
         size = int(s * side)
         if size == side:
             out.append(images)
             continue
-        out.append(torch.stack([eval_image(o.to(images.device), size, mean, std) for o in originals]).to(images.dtype))
+        if normalised is None:  # each original is copied and normalised once, whatever the number of scales
+            normalised = [normalize(o.to(images.device).permute(2, 0, 1), mean, std) for o in originals]
+        out.append(torch.stack([to_square(x, size) for x in normalised]).to(images.dtype))
     return out
 
 
