@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from more.report.records import Checkpoint, Experiment, TrialRecord, parse_value
+from more.report.records import Checkpoint, Experiment, TrialRecord, parse_value, reuse_notes
 from more.tracking.runs import REUSED_BY_TAG
 from more.yamlio import load_yaml
 
@@ -93,8 +93,7 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         if not runs:
             raise TrackingUnavailable(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
         records = [record_from_run(client, run, checkpoint, output) for run in _one_run_per_trial(runs)]
-        reused = reused_records(client, digest, checkpoint, output, {r.trial for r in records})
-        records += reused
+        records += reused_records(client, digest, checkpoint, output, {r.trial for r in records})
         parent = launches[0] if launches else None
         spec_data = _parent_spec(client, parent.info.run_id) if parent else {}
     except MlflowException as exc:
@@ -108,7 +107,7 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         conditions=list(dict.fromkeys([*(spec_data.get("conditions") or {}), *(r.condition for r in records)])),
         paper=spec_data.get("paper"),
         notes=([] if parent else [f"no launch run (more.kind=launch) with spec hash {digest}: the report is not "
-                                  f"logged"]) + reuse_notes(runs, reused),
+                                  f"logged"]) + reuse_notes(records),
     )
 
 
@@ -143,19 +142,6 @@ def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str
             have.add(record.trial)
             out.append(record)
     return out
-
-
-def reuse_notes(runs: list[Any], reused: list[TrialRecord]) -> list[str]:
-    """Which trials were reused and, when the table mixes code versions, which commits it holds."""
-    notes = [f"{len(reused)} trials reused from earlier launches (same content key): "
-             + ", ".join(f"{r.trial} from {r.origin}" for r in reused)] if reused else []
-    codes: dict[str, int] = {}
-    for code in [r.data.tags.get("more.code_id", "") for r in runs] + [r.code for r in reused]:
-        if code:
-            codes[code] = codes.get(code, 0) + 1
-    if len(codes) > 1:
-        notes.append("commits mixed in this table: " + ", ".join(f"{c[:12]} ({n} trials)" for c, n in codes.items()))
-    return notes
 
 
 def trial_name(run: Any) -> str:

@@ -102,3 +102,17 @@ def parse_value(text: Any) -> Any:
         return load_yaml(text, where="value")
     except YamlError:
         return text
+
+
+def reuse_notes(records: list[TrialRecord]) -> list[str]:
+    """Which trials a launch reused and, when the table mixes code versions, which commits it holds (with counts)."""
+    reused = [r for r in records if r.origin]
+    notes = [f"{len(reused)} trials reused from earlier launches (same content key): "
+             + ", ".join(f"{r.trial} from {r.origin}" for r in reused)] if reused else []
+    codes: dict[str, int] = {}
+    for r in records:
+        if r.code:
+            codes[r.code] = codes.get(r.code, 0) + 1
+    if len(codes) > 1:
+        notes.append("commits mixed in this table: " + ", ".join(f"{c[:12]} ({n} trials)" for c, n in codes.items()))
+    return notes

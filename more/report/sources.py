@@ -25,6 +25,7 @@ from more.report.records import (  # noqa: F401 -- re-exported: the report's mod
     TrialRecord,
     normalize_status,
     parse_value,
+    reuse_notes,
 )
 from more.yamlio import load_yaml
 
@@ -145,14 +146,9 @@ def read_results(storage: str | Path, name: str, digest: str | None, *, checkpoi
     digest = digest or (data.get("spec_hash") if isinstance(data, dict) else None) or folder.name.rsplit("-", 1)[-1]
     metric_name = str(data.get("metric") or "") if isinstance(data, dict) else ""
     records = [_record_from_entry(e, folder, checkpoint, output, metric_name) for e in entries]
-    reused = [r for r in records if r.origin]
-    codes = sorted({r.code for r in records if r.code})
-    notes = ([f"{len(reused)} trials reused from earlier launches (same content key): "
-              + ", ".join(f"{r.trial} from {r.origin}" for r in reused)] if reused else []) + (
-        ["commits mixed in this table: " + ", ".join(c[:12] for c in codes)] if len(codes) > 1 else [])
     return Experiment(name=name, spec_hash=digest, records=records, source=f"results.json at {results}",
                       sweeps=_merge([], [k for r in records for k in r.sweep]),
-                      conditions=_merge([], [r.condition for r in records]), notes=notes)
+                      conditions=_merge([], [r.condition for r in records]), notes=reuse_notes(records))
 
 
 def _record_from_entry(entry: dict[str, Any], folder: Path, checkpoint: Checkpoint, output: str,
