@@ -84,6 +84,7 @@ USER_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("more.preflight", "PreflightError", "error"),
     ("more.train.checkpoint", "CheckpointError", "checkpoint error"),
     ("more.tracking.store", "TrackingError", "tracking error"),
+    ("more.outputs", "OutputError", "error"),  # DiskFullError too: "error: disk full: ..."
 )
 
 
