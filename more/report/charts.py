@@ -24,6 +24,7 @@ class BarItem:
     status: str = ""  # e.g. "missing", "no ground truth" (shown where the bar would be)
     paper: float | None = None  # the paper's value for this bar, drawn as a line over it
     authors: bool = False  # the authors' run: one value, drawn hatched, never averaged with ours
+    color_key: str = ""  # bars with the same key share a colour (default: the label)
 
     @property
     def stat(self) -> Stat:

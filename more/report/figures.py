@@ -35,6 +35,11 @@ def _new_figure(width: float, height: float) -> object:
     return fig
 
 
+def _tick(label: str) -> str:
+    """A bar's label on short lines (a ``\\n`` in it starts a new line; words are never cut)."""
+    return "\n".join(line for part in label.split("\n") for line in textwrap.wrap(part, 14, break_long_words=False))
+
+
 def bar_png(chart: BarChart) -> bytes:
     """The PNG bytes of a bar chart (see the module docstring for what it shows)."""
     from matplotlib.lines import Line2D
@@ -47,8 +52,8 @@ def bar_png(chart: BarChart) -> bytes:
     width = max(3.4, 0.62 * most + 1.4)
     fig = _new_figure(width * ncols + 0.6, 3.5 * nrows + 1.3)
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
-    labels = list(dict.fromkeys(b.label for p in panels for b in p.bars if not b.authors))
-    color = {lab: _COLORS[i % len(_COLORS)] for i, lab in enumerate(labels)}
+    keys = list(dict.fromkeys(b.color_key or b.label for p in panels for b in p.bars if not b.authors))
+    color = {key: _COLORS[i % len(_COLORS)] for i, key in enumerate(keys)}
     tops = [v for p in panels for b in p.bars for v in [*b.values, *([b.paper] if b.paper is not None else [])]]
     ymax = max([*tops, 1.0]) * 1.18
     seen = set()
@@ -61,7 +66,7 @@ def bar_png(chart: BarChart) -> bytes:
                         fontsize=8, color="#666666")
                 seen.add("status")
                 continue
-            face = _AUTHORS if bar.authors else color[bar.label]
+            face = _AUTHORS if bar.authors else color[bar.color_key or bar.label]
             ax.bar(x, stat.mean, width=0.7, color=face, edgecolor="#333333" if bar.authors else face,
                    hatch="//" if bar.authors else None, zorder=2)
             if stat.std is not None:
@@ -85,8 +90,7 @@ def bar_png(chart: BarChart) -> bytes:
                         zorder=7, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none",
                                         "alpha": 0.8})
                 seen.add("paper")
-        ax.set_xticks(range(len(panel.bars)), ["\n".join(textwrap.wrap(b.label, 16)) for b in panel.bars],
-                      fontsize=8)
+        ax.set_xticks(range(len(panel.bars)), [_tick(b.label) for b in panel.bars], fontsize=8)
         ax.set_xlim(-0.6, len(panel.bars) - 0.4)
         ax.set_title("\n".join(textwrap.wrap(panel.title, 44)), fontsize=8.5)
         ax.grid(axis="y", alpha=0.3, zorder=0)
@@ -108,7 +112,7 @@ def bar_png(chart: BarChart) -> bytes:
     bottom = 0.0
     if chart.note:
         fig.text(0.01, 0.005, chart.note, fontsize=7.5, color="#444444", ha="left", va="bottom")
-        bottom = 0.25 / fig.get_figheight()
+        bottom = (0.07 + 0.16 * (chart.note.count("\n") + 1)) / fig.get_figheight()
     if handles:
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, bottom), fontsize=8,
                    ncols=len(handles), frameon=False)

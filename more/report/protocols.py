@@ -102,9 +102,10 @@ class Protocol:
         return "_".join("".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in p) for p in parts)
 
     def sort_key(self) -> tuple:
-        """Dataset, split (train, val, test), prediction, scales, then raw before CRF: raw and CRF of the same
-        protocol sit side by side."""
-        return (self.dataset, _SPLIT_ORDER.get(self.split, 9), self.split, _FAMILY_ORDER.get(self.output, 9),
+        """Dataset (VOC, COCO, others), split (train, val, test), prediction, scales, then raw before CRF: raw and
+        CRF of the same protocol sit side by side."""
+        return (list(DATASET_LABELS).index(self.dataset) if self.dataset in DATASET_LABELS else 9, self.dataset,
+                _SPLIT_ORDER.get(self.split, 9), self.split, _FAMILY_ORDER.get(self.output, 9),
                 self.source, self.scales or (), bool(self.multiscale), self.crf)
 
 

@@ -32,6 +32,9 @@ def add_figure(files: dict[str, str | bytes], md_parts: list[str], name: str, fi
     """Draw ``figure`` to ``<name>.png`` and link it from the Markdown, when PNG is a requested format."""
     if figure is None or "png" not in formats:
         return
+    if isinstance(figure, BarChart) and not figure.panels:
+        md_parts += [f"(no figure for {figure.title}: {figure.note or 'no number to draw'})", ""]
+        return
     from more.report.figures import bar_png, heatmap_png
 
     files[f"{name}.png"] = bar_png(figure) if isinstance(figure, BarChart) else heatmap_png(figure)

@@ -311,22 +311,26 @@ def _run_notes(rows: list[Row12], columns: list[Protocol], cells: dict[tuple[str
 
 def _chart(title: str, rows: list[Row12], columns: list[Protocol], cells: dict[tuple[str, str], Cell],
            table: int) -> BarChart:
-    panels = []
+    panels, empty = [], []
     for c in columns:
         bars = []
         for row in rows:
             cell = cells[(row.label + row.source, c.key())]
             if row.authors is not None and not cell.values:
                 continue  # the authors' run has only its validation panel
-            label = row.label + (f", {_MAPS.get(row.source, row.source)}" if row.source else "")
+            label = row.label + (f"\n{_MAPS.get(row.source, row.source)}" if row.source else "")
             paper = None
             if row.reference:
                 full = replace(c, source=row.source) if row.source else c
                 papers = PAPER_TABLE1 if table == 1 else PAPER_TABLE2
                 paper = next((p.value for p in papers if paper_marks_protocol(p, full, row.source)), None)
             bars.append(BarItem(label, list(cell.values.values()), "" if cell.values else cell.status, paper=paper,
-                                authors=row.authors is not None))
-        panels.append(BarPanel(c.header(), bars))
+                                authors=row.authors is not None, color_key=row.label))
+        if any(b.values for b in bars):
+            panels.append(BarPanel(c.header(), bars))
+        else:
+            empty.append(f"{c.header()} ({', '.join(sorted({b.status for b in bars}))})")
     datasets = {dataset_label(c.dataset) for c in columns}
-    note = "" if datasets & {"VOC", "COCO"} else "paper lines: VOC numbers, for scale only (other dataset)"
-    return BarChart(title, "mIoU (%)", panels, note)
+    notes = [] if datasets & {"VOC", "COCO"} else ["paper lines: VOC numbers, for scale only (other dataset)"]
+    notes += [f"no number to draw, see the table: {'; '.join(empty)}"] if empty else []
+    return BarChart(title, "mIoU (%)", panels, "\n".join(notes))
