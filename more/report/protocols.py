@@ -92,6 +92,14 @@ class Protocol:
         scales = scales_text(self.scales) + (" (multi-scale)" if self.multiscale else "")
         return f"{where}, {self.what()}, {scales}, {self.post}"
 
+    def header_lines(self) -> list[str]:
+        """The header on three short lines (for LaTeX): where, what and at which scales, raw or CRF."""
+        where = f"{dataset_label(self.dataset)} {self.split}"
+        if self.output == VALIDATION:
+            return [where, "seg, training-time", "validation, raw"]
+        scales = scales_text(self.scales) + (" (ms)" if self.multiscale else "")
+        return [where, f"{self.what()}, {scales}", self.post]
+
     def key(self) -> str:
         """A CSV-safe column key, unique per protocol."""
         scales = "-".join(f"{s:g}" for s in self.scales) if self.scales else "unknown"

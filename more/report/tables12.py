@@ -28,6 +28,7 @@ from more.report.protocols import (
     paper_marks_protocol,
 )
 from more.report.records import FINISHED, TrialRecord
+from more.report.render import tex_escape
 from more.report.stats import describe
 from more.report.tables import Column, Group, Marked, Num, Table, find_reference, group_records
 
@@ -135,6 +136,11 @@ def cell_of(row: Row12, column: Protocol, table: int) -> Cell:
     return Cell(values, row.trials, status, [(t, s) for t, s in picked.items() if s.earlier])
 
 
+def tex_stack(lines: list[str]) -> str:
+    """A LaTeX header cell of several centred lines (a nested tabular: no extra package)."""
+    return r"\begin{tabular}[b]{@{}c@{}}" + r" \\ ".join(tex_escape(line) for line in lines) + r"\end{tabular}"
+
+
 # ---------------------------------------------------------------------------------------------------- rows
 
 
@@ -226,8 +232,10 @@ def build_table12(sources: list[Source12], table: int, *, title: str, checkpoint
     cells = {(row.label + row.source, c.key()): cell_of(row, c, table) for row in rows for c in columns}
     paper = _paper_columns(table, columns, rows)
     head = [Column("condition", "Condition", align="l")] + ([Column("map", "Map", align="l")] if table == 1 else [])
-    tcols = head + [Column(c.key(), c.header()) for c in columns] + [Column("trials", "trials", csv_only=True)]
-    tcols += [Column(p.key if table == 2 else f"paper_{p.family}", p.header) for p in paper]
+    tcols = head + [Column(c.key(), c.header(), tex_stack(c.header_lines())) for c in columns]
+    tcols += [Column("trials", "trials", csv_only=True)]
+    tcols += [Column(p.key if table == 2 else f"paper_{p.family}", p.header,
+                     tex_stack(p.header.replace(" (", "\n(").split("\n"))) for p in paper]
     trows = []
     for row in rows:
         line: dict[str, Any] = {"condition": row.label, "map": _MAPS.get(row.source, row.source),

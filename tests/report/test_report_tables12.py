@@ -207,6 +207,13 @@ def test_authors_row_best_checkpoint(tracked, tmp_path):
     assert _cells(report.tables["table2"], AUTHORS)[VALIDATION] == "74.00 (n=1)"
 
 
+def test_latex_spells_the_marks(last):
+    for name in ("table1", "table2", "table3"):
+        tex = last[1].files[f"{name}.tex"]
+        assert not {"‡", "§", "±"} & set(tex) and tex.count("{") == tex.count("}")
+    assert r"$^\ddagger$" in last[1].files["table1.tex"] and r"\S{}" in last[1].files["table3.tex"]
+
+
 def test_every_table_has_a_figure(last):
     from PIL import Image
 
