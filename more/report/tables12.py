@@ -246,6 +246,10 @@ def build_table12(sources: list[Source12], table: int, *, title: str, checkpoint
     notes += _cell_notes(rows, columns, cells) + _run_notes(rows, columns, cells)
     if paper:
         notes.append(PAPER_TABLE1_NOTE if table == 1 else PAPER_TABLE2_NOTE)
+        ours = sorted({dataset_label(c.dataset) for c in columns} - {"VOC", "COCO"})
+        if ours:
+            notes.append(f"the paper's numbers are on VOC / COCO with ViT-B/16; the runs of {', '.join(ours)} sit "
+                         f"beside them for scale only")
     elif any(not r.reference for r in rows):
         notes.append("no full-model row (condition 'more'): the paper's values are not set beside any row")
     what = ("pseudo labels: seeds (the CAM or LAM thresholded at eval.bkg_thre) and masks (seeds + DenseCRF)"

@@ -146,6 +146,8 @@ def test_table1_cells_protocols_and_paper(last):
     assert row[f"{key}_n"] == "3" and row["trials"] == "3"
     assert math.isclose(float(row["synthetic_train_masks_s1_std"]), math.sqrt(2))
     assert "no infer run for this table from baseline" in table.notes
+    assert ("the paper's numbers are on VOC / COCO with ViT-B/16; the runs of synthetic sit beside them for scale "
+            "only") in table.notes
 
 
 def test_table1_says_which_run_counts(last, tracked):
