@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from more.report import sections
 from more.report.paper_values import paper_block
 from more.report.render import csv_text, latex_table, markdown_section, markdown_table, write_atomic
 from more.report.sources import Checkpoint, Experiment, TrialRecord
@@ -131,13 +132,22 @@ def build_report(experiments: list[Experiment], options: ReportOptions) -> Repor
         paper = paper_block(exp.name, exp.paper)
         md_parts += [f"## {exp.name} (spec hash {exp.spec_hash})", "", f"Read from {exp.source}.", ""]
         md_parts += [f"- {n}" for n in exp.notes] + ([""] if exp.notes else [])
+        md_parts += sections.inference_sections(exp, prefix=prefix, checkpoint_text=ckpt, add=add, files=files,
+                                                formats=options.formats)
         t3 = table3(exp.records, output=output, conditions=exp.conditions, checkpoint_text=ckpt,
                     paper_rows=paper["rows"] if paper else None, title=f"Table 3 ({exp.name})")
         if paper and any(c.key.startswith("paper_") for c in t3.table.columns):
             t3.table.notes.append(f"Paper columns: {paper['source']}.")
-        add(t3.table, prefix)
+        groups = group_records(exp.records, exp.conditions)
+        authors = sections.add_authors(exp, t3.table, groups, output=output, reference=t3.reference,
+                                       checkpoint=options.checkpoint)
+        name = add(t3.table, prefix)
         add(t3.paired, prefix)
-        md_parts += [markdown_section(t3.table, level=3), markdown_section(t3.paired, level=3)]
+        md_parts.append(markdown_section(t3.table, level=3))
+        sections.add_figure(files, md_parts, name, sections.table3_figure(
+            groups, authors, output=output, paper_rows=paper["rows"] if paper else None, title=t3.table.title),
+            options.formats)
+        md_parts.append(markdown_section(t3.paired, level=3))
         summary += [t3.table.caption, "", markdown_table(t3.table)]
         for key in exp.sweeps:
             sens = sensitivity(exp.records, key, output=output, conditions=exp.conditions, checkpoint_text=ckpt)
@@ -153,8 +163,9 @@ def build_report(experiments: list[Experiment], options: ReportOptions) -> Repor
         if not many:
             t4 = table4(_table4_columns([exp]), output=output, checkpoint_text=ckpt, classes=options.classes,
                         paper_table4=paper["table4"] if paper else None, title=f"Table 4 ({exp.name})")
-            add(t4, prefix)
+            name = add(t4, prefix)
             md_parts.append(markdown_section(t4, level=3))
+            sections.add_figure(files, md_parts, name, sections.table4_figure(t4), options.formats)
         problems = problem_table(exp.records, output=output)
         add(problems, prefix)
         md_parts.append(markdown_section(problems, level=3))
@@ -166,8 +177,11 @@ def build_report(experiments: list[Experiment], options: ReportOptions) -> Repor
                     checkpoint_text=checkpoint_text(records, options.checkpoint, output), classes=options.classes,
                     paper_table4=next((p["table4"] for e in experiments if (p := paper_block(e.name, e.paper))
                                        and p.get("table4")), None), title="Table 4 (across experiments)")
-        add(t4, "")
+        name = add(t4, "")
         md_parts.append(markdown_section(t4))
+        sections.add_figure(files, md_parts, name, sections.table4_figure(t4), options.formats)
+        md_parts += sections.cross_table2(experiments, checkpoint_text=checkpoint_text(records, options.checkpoint,
+                                          output), add=add, files=files, formats=options.formats)
     markdown = "\n".join(md_parts).rstrip() + "\n"
     if "md" in options.formats:
         files["report.md"] = markdown

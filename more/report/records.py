@@ -92,6 +92,7 @@ class Experiment:
     conditions: list[str] = field(default_factory=list)  # spec order
     paper: Any = None  # the spec's ``paper:`` block, if any
     notes: list[str] = field(default_factory=list)
+    inference: Any = None  # infer and authors' runs (:class:`more.report.infer_reader.Inference`), read from MLflow
 
 
 def parse_value(text: Any) -> Any:

@@ -25,7 +25,7 @@ _TEX_CHARS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "✓": r"\checkmark{}", "Δ": r"$\Delta$",
     "≥": r"$\geq$", "≤": r"$\leq$", "−": "--", "–": "--", "<": r"\textless{}", ">": r"\textgreater{}",
-    "†": r"$^\dagger$",
+    "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}",
 }
 _MD_ALIGN = {"l": "---", "c": ":-:", "r": "--:"}
 

@@ -103,7 +103,21 @@ def load_experiment(target: str, *, tracking_uri: str, storage: str | Path, chec
         exp.paper = info.paper if info.paper is not None else exp.paper
         exp.notes = info.notes + exp.notes
         exp.records = merge_expected(exp.records, info.expected)
+    attach_inference(exp, tracking_uri, checkpoint, output)
     return exp
+
+
+def attach_inference(exp: Experiment, tracking_uri: str, checkpoint: Checkpoint, output: str) -> None:
+    """Tables 1-2 and the authors' rows: the spec's infer and authors' runs, read from MLflow when the trials were
+    (the harness's files know neither)."""
+    from more.report.infer_reader import Inference, read_inference
+
+    if exp.tracking_uri is None:
+        exp.inference = Inference(notes=["the trials were not read from MLflow, where infer runs are tracked"])
+        return
+    exp.inference = read_inference(exp.tracking_uri, spec_name=exp.name, spec_hash=exp.spec_hash,
+                                   records=exp.records, checkpoint=checkpoint, output=output)
+    exp.notes += exp.inference.notes
 
 
 def merge_expected(records: list[TrialRecord], expected: list[TrialRecord]) -> list[TrialRecord]:
