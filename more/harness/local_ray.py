@@ -55,6 +55,16 @@ def enable_token_auth(token: str | None = None) -> str:
     return token
 
 
+def _worker_env() -> dict:
+    """``ray.init`` keywords that give every worker of the job the telemetry switches (more/privacy.py), also on a
+    cluster whose nodes were started without them; Ray's own node processes inherit them from the driver here and
+    from ``ray start --disable-usage-stats`` on a cluster (cluster.yaml)."""
+    from more.privacy import telemetry_env
+
+    env = telemetry_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _driver_node_ip(address: str) -> str | None:
     """A driver beside a loopback cluster must say so, or Ray picks the external address and finds no raylet."""
     host = address.rsplit(":", 1)[0] if ":" in address else address
@@ -86,7 +96,7 @@ def ray_runtime(
     import ray
 
     if address is not None:
-        kwargs = {"address": address, "log_to_driver": True}
+        kwargs = {"address": address, "log_to_driver": True, **_worker_env()}
         driver_ip = _driver_node_ip(address)
         if driver_ip:
             kwargs["_node_ip_address"] = driver_ip
@@ -105,7 +115,7 @@ def ray_runtime(
     try:
         context = ray.init(
             _node_ip_address=node_ip, include_dashboard=dashboard, _temp_dir=temp_dir, num_cpus=num_cpus,
-            num_gpus=num_gpus, dashboard_host="127.0.0.1",
+            num_gpus=num_gpus, dashboard_host="127.0.0.1", **_worker_env(),
         )
         runtime.address = context.address_info["gcs_address"]
         runtime.pids = _node_pids()

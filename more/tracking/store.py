@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from more.privacy import telemetry_env
+
 URI_ENV = "MLFLOW_TRACKING_URI"
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
@@ -105,7 +107,23 @@ def make_client(uri: str) -> Any:
         db.parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
+    _drop_telemetry_client()
     return MlflowClient(tracking_uri=uri, registry_uri=uri if db is not None else None)
+
+
+def _drop_telemetry_client() -> None:
+    """Stop MLflow's usage events when ``mlflow`` was imported before ``more`` (a notebook): MLflow made its
+    telemetry client at import, before ``more`` switched telemetry off (more/privacy.py): stop it without sending
+    what it queued, and re-run MLflow's own set-up, which leaves no client once the environment says so."""
+    try:
+        from mlflow.telemetry.client import get_telemetry_client, set_telemetry_client
+        from mlflow.telemetry.utils import is_telemetry_disabled
+    except ImportError:  # an MLflow without telemetry (< 3.2) or with another layout: nothing to drop
+        return
+    client = get_telemetry_client()
+    if client is not None and is_telemetry_disabled():
+        client.flush(terminate=True)  # terminate: stop the sender threads and drop the queue
+        set_telemetry_client()
 
 
 def get_or_create_experiment(client: Any, name: str, *, uri: str, tags: dict[str, str] | None = None) -> str:
@@ -245,7 +263,7 @@ def start_server(
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else Path(artifacts_dir).resolve().parent / f"mlflow-server-{port}.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, **telemetry_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop(URI_ENV, None)
     with log.open("ab") as out:
         process = subprocess.Popen(
