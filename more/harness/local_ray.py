@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from more.privacy import disable_telemetry, telemetry_env
+
 LOOPBACK_NODE_IP = "127.0.0.2"
 
 
@@ -56,11 +58,9 @@ def enable_token_auth(token: str | None = None) -> str:
 
 
 def _worker_env() -> dict:
-    """``ray.init`` keywords that give every worker of the job the telemetry switches (more/privacy.py), also on a
-    cluster whose nodes were started without them; Ray's own node processes inherit them from the driver here and
-    from ``ray start --disable-usage-stats`` on a cluster (cluster.yaml)."""
-    from more.privacy import telemetry_env
-
+    """``ray.init`` keywords that give every worker of the job on a cluster the telemetry switches (more/privacy.py),
+    also when its nodes were started without them. (An embedded Ray's workers inherit them from the driver instead: a
+    runtime env would cost each new worker ~1 s, as prestarted workers cannot serve it.)"""
     env = telemetry_env()
     return {"runtime_env": {"env_vars": env}} if env else {}
 
@@ -93,6 +93,7 @@ def ray_runtime(
     """
     if address is None:
         enable_token_auth()
+        disable_telemetry()  # Ray's node processes, and so every worker, inherit this process's environment
     import ray
 
     if address is not None:
@@ -115,7 +116,7 @@ def ray_runtime(
     try:
         context = ray.init(
             _node_ip_address=node_ip, include_dashboard=dashboard, _temp_dir=temp_dir, num_cpus=num_cpus,
-            num_gpus=num_gpus, dashboard_host="127.0.0.1", **_worker_env(),
+            num_gpus=num_gpus, dashboard_host="127.0.0.1",
         )
         runtime.address = context.address_info["gcs_address"]
         runtime.pids = _node_pids()
