@@ -49,7 +49,7 @@ def sorted_trials_state(metric: str, mode: str) -> dict[str, Any]:
 
 
 def expanded_state(parent_ids: list[str]) -> dict[str, Any]:
-    """The view state with these parent runs expanded (newest order as given, at most :data:`MAX_EXPANDED`)."""
+    """The view state with these parent runs expanded (the first :data:`MAX_EXPANDED` of them)."""
     return {"runsExpanded": {run_id: True for run_id in parent_ids[:MAX_EXPANDED]}}
 
 
