@@ -1,9 +1,9 @@
 """``python -m more ui [--tracking-uri URI] [--port 5000] [--host 127.0.0.1] [--allow-remote]``.
 
-Starts the MLflow UI (a lean ``mlflow server``: one worker, no job runner) over the tracking store, bound to
-127.0.0.1 unless ``--allow-remote``, prints its URL and the runs page of each experiment (MLflow 3's landing page
-opens on its GenAI overview, not on the runs) and serves until Ctrl-C or SIGTERM, then stops the server's process
-group by its PID.
+Starts the MLflow UI (a lean ``mlflow server``: one worker, no job runner, telemetry off) over the tracking store,
+bound to 127.0.0.1 unless ``--allow-remote``, prints its URL and the runs page of each experiment (MLflow 3's landing
+page opens on its GenAI overview, not on the runs), opened in a saved view that lists the trials with the spec's
+metric (more/tracking/views.py), and serves until Ctrl-C or SIGTERM, then stops the server's process group by its PID.
 """
 
 from __future__ import annotations

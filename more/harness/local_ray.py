@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from more.privacy import disable_telemetry, telemetry_env
+
 LOOPBACK_NODE_IP = "127.0.0.2"
 
 
@@ -55,6 +57,14 @@ def enable_token_auth(token: str | None = None) -> str:
     return token
 
 
+def _worker_env() -> dict:
+    """``ray.init`` keywords that give every worker of the job on a cluster the telemetry switches (more/privacy.py),
+    also when its nodes were started without them. (An embedded Ray's workers inherit them from the driver instead: a
+    runtime env would cost each new worker ~1 s, as prestarted workers cannot serve it.)"""
+    env = telemetry_env()
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _driver_node_ip(address: str) -> str | None:
     """A driver beside a loopback cluster must say so, or Ray picks the external address and finds no raylet."""
     host = address.rsplit(":", 1)[0] if ":" in address else address
@@ -83,10 +93,11 @@ def ray_runtime(
     """
     if address is None:
         enable_token_auth()
+        disable_telemetry()  # Ray's node processes, and so every worker, inherit this process's environment
     import ray
 
     if address is not None:
-        kwargs = {"address": address, "log_to_driver": True}
+        kwargs = {"address": address, "log_to_driver": True, **_worker_env()}
         driver_ip = _driver_node_ip(address)
         if driver_ip:
             kwargs["_node_ip_address"] = driver_ip

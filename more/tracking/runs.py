@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from more.tracking.store import get_or_create_experiment, make_client, resolve_tracking_uri, runs_page_text
+from more.tracking.views import save_trials_view
 
 Report = Callable[[dict[str, float], "str | None"], None]
 LAUNCH, TRIAL = "launch", "trial"
@@ -216,8 +217,13 @@ class LaunchTracker:
         self._call("ending the launch run", self.client.set_terminated, self.run_id, STATUS.get(status, status))
 
     def runs_page(self) -> str:
-        """The line that says where the experiment's runs table is in the MLflow UI ("" when tracking is off)."""
-        return runs_page_text(self.tracking_uri, self.experiment_id) if self.enabled else ""
+        """The line that says where the experiment's runs table is in the MLflow UI ("" when tracking is off), in
+        the saved view that lists the trials with the spec's metric (more/tracking/views.py) when it can be saved."""
+        if not self.enabled:
+            return ""
+        view = self._call("saving the runs page's trials view", save_trials_view, self.client, self.experiment_id,
+                          self.run_id)
+        return runs_page_text(self.tracking_uri, self.experiment_id, view)
 
 
 # ------------------------------------------------------------------------------------------------- trial

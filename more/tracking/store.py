@@ -8,7 +8,8 @@
 - A server (``mlflow server --workers 1`` with job execution off, ~0.5 GB instead of ~3 GB) binds to 127.0.0.1,
   runs in its own process group and is stopped by that group's id, which is its PID.
 - Links: MLflow 3's UI opens on its GenAI pages, so ``more ui`` and ``ablate`` print each experiment's runs table,
-  ``<ui>/#/experiments/<id>/runs`` (:func:`runs_page_url`).
+  ``<ui>/#/experiments/<id>/runs?viewStateShareKey=more-trials`` (:func:`runs_page_url`), opened in a saved view
+  that lists the trials with the spec's metric (:mod:`more.tracking.views`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from more.privacy import telemetry_env
+from more.tracking.views import SHARE_PARAM
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 DB_FILE = "mlflow.db"
@@ -105,7 +110,23 @@ def make_client(uri: str) -> Any:
         db.parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
+    _drop_telemetry_client()
     return MlflowClient(tracking_uri=uri, registry_uri=uri if db is not None else None)
+
+
+def _drop_telemetry_client() -> None:
+    """Stop MLflow's usage events when ``mlflow`` was imported before ``more`` (a notebook): MLflow made its
+    telemetry client at import, before ``more`` switched telemetry off (more/privacy.py): stop it without sending
+    what it queued, and re-run MLflow's own set-up, which leaves no client once the environment says so."""
+    try:
+        from mlflow.telemetry.client import get_telemetry_client, set_telemetry_client
+        from mlflow.telemetry.utils import is_telemetry_disabled
+    except ImportError:  # an MLflow without telemetry (< 3.2) or with another layout: nothing to drop
+        return
+    client = get_telemetry_client()
+    if client is not None and is_telemetry_disabled():
+        client.flush(terminate=True)  # terminate: stop the sender threads and drop the queue
+        set_telemetry_client()
 
 
 def get_or_create_experiment(client: Any, name: str, *, uri: str, tags: dict[str, str] | None = None) -> str:
@@ -127,40 +148,52 @@ def get_or_create_experiment(client: Any, name: str, *, uri: str, tags: dict[str
     return exp.experiment_id
 
 
-def runs_page_url(ui_url: str, experiment_id: str) -> str:
+def runs_page_url(ui_url: str, experiment_id: str, view: str | None = None) -> str:
     """The MLflow UI page with an experiment's runs table (the UI routes after ``#``; MLflow 3.17's landing page and
-    its experiment list open on the GenAI overview instead).
+    its experiment list open on the GenAI overview instead), opened in a saved view when one is given.
 
     Args:
         ui_url: where the UI is served, e.g. ``http://127.0.0.1:5000`` (an ``http(s)://`` tracking URI is one).
         experiment_id: the experiment's id.
+        view: the id of a saved view of the experiment (:func:`more.tracking.views.save_trials_view`).
     """
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    url = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{url}?{SHARE_PARAM}={urllib.parse.quote(view)}" if view else url
 
 
-def runs_page_text(uri: str, experiment_id: str) -> str:
+def runs_page_text(uri: str, experiment_id: str, view: str | None = None) -> str:
     """Where to see an experiment's runs: the link on a tracking server; for a sqlite store the link that
     ``python -m more ui`` serves on its default port, with the command that starts it."""
     if is_server(uri):
-        return f"MLflow runs: {runs_page_url(uri, experiment_id)}"
+        return f"MLflow runs: {runs_page_url(uri, experiment_id, view)}"
     try:
         store = "" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}"  # `more ui`'s own default
     except TrackingError:
         store = f" --tracking-uri {uri}"
-    return (f"MLflow runs: {runs_page_url(f'http://127.0.0.1:{DEFAULT_UI_PORT}', experiment_id)} once "
+    return (f"MLflow runs: {runs_page_url(f'http://127.0.0.1:{DEFAULT_UI_PORT}', experiment_id, view)} once "
             f"`python -m more ui{store}` serves the store")
 
 
 def experiment_pages(uri: str, ui_url: str, *, limit: int = 10) -> tuple[list[tuple[str, str]], int]:
     """``([(experiment name, runs page URL)], how many more)`` of the store's active experiments, most recently
-    created first, the empty ``Default`` experiment left out."""
+    created first, the empty ``Default`` experiment left out. Each page opens in the experiment's trials view,
+    saved (or updated) here; an experiment whose view cannot be saved gets the plain runs page."""
     from mlflow.entities import ViewType
+
+    from more.tracking.views import save_trials_view
 
     client = make_client(uri)
     experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
                                             order_by=["creation_time DESC", "experiment_id DESC"])
     shown = [e for e in experiments if e.name != "Default" or client.search_runs([e.experiment_id], max_results=1)]
-    return [(e.name, runs_page_url(ui_url, e.experiment_id)) for e in shown[:limit]], max(0, len(shown) - limit)
+    pages = []
+    for e in shown[:limit]:
+        try:
+            view = save_trials_view(client, e.experiment_id)
+        except Exception:  # noqa: BLE001 -- the view is a convenience: the plain runs page still shows the runs
+            view = None
+        pages.append((e.name, runs_page_url(ui_url, e.experiment_id, view)))
+    return pages, max(0, len(shown) - limit)
 
 
 # ------------------------------------------------------------------------------------------------- server
@@ -245,7 +278,7 @@ def start_server(
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else Path(artifacts_dir).resolve().parent / f"mlflow-server-{port}.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, **telemetry_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop(URI_ENV, None)
     with log.open("ab") as out:
         process = subprocess.Popen(

@@ -112,10 +112,11 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
     parent, children = tracked_runs("local", digest)
     by_name = {r.info.run_name: r for r in children}
     assert sorted(by_name) == sorted(rows) and parent.info.status == "FAILED"  # the launch had a failed trial
-    # the last line links to the experiment's runs table, served by `more ui` over this store ($MLFLOW_TRACKING_URI)
+    # the last line links to the experiment's runs table, served by `more ui` over this store ($MLFLOW_TRACKING_URI),
+    # in the saved view that ranks the trials by the spec's metric (more/tracking/views.py)
     assert out.stdout.rstrip().splitlines()[-1] == (f"MLflow runs: http://127.0.0.1:5000/#/experiments/"
-                                                    f"{parent.info.experiment_id}/runs once `python -m more ui` "
-                                                    f"serves the store")
+                                                    f"{parent.info.experiment_id}/runs?viewStateShareKey=more-trials "
+                                                    f"once `python -m more ui` serves the store")
     good = by_name["more-s0"]
     assert good.info.status == "FINISHED" and good.data.tags["more.condition"] == "more"
     assert good.data.tags["more.seed"] == "0" and good.data.tags["more.trial_key"] == f"{digest}:more-s0"
@@ -125,6 +126,8 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    view = client.get_experiment(parent.info.experiment_id).tags["mlflow.sharedViewState.more-trials"]
+    assert json.loads(json.loads(view)["state"])["orderByKey"] == "metrics.`val/cls_f1`"  # the spec's metric
     steps = [m.step for m in client.get_metric_history(good.info.run_id, "val/seg/miou")]
     assert steps == sorted(set(steps)) and steps[-1] == 6, steps
     artifacts = {a.path for a in client.list_artifacts(good.info.run_id)}

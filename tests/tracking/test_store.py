@@ -77,6 +77,10 @@ def test_experiment_is_created_once_with_location_and_tags_and_restored_when_del
 
 def test_runs_page_links(monkeypatch, tmp_path):
     assert runs_page_url("http://127.0.0.1:5000/", "7") == "http://127.0.0.1:5000/#/experiments/7/runs"
+    assert runs_page_url("http://h:5000", "7", "more-trials") == \
+        "http://h:5000/#/experiments/7/runs?viewStateShareKey=more-trials"
+    assert runs_page_text("http://10.0.0.5:5000", "3", "v") == \
+        "MLflow runs: http://10.0.0.5:5000/#/experiments/3/runs?viewStateShareKey=v"
     assert runs_page_text("http://10.0.0.5:5000", "3") == "MLflow runs: http://10.0.0.5:5000/#/experiments/3/runs"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # a sqlite store: the page `more ui` serves on its default port, and the command that serves this store
@@ -97,11 +101,14 @@ def test_experiment_pages_newest_first_without_the_empty_default(make_store):
     first = get_or_create_experiment(client, "spec_a", uri=uri)
     launch = LaunchTracker.start(uri, "spec_b", "c0ffee000002", "name: spec_b\n", "abc", strict=True)
     pages, more = experiment_pages(uri, "http://127.0.0.1:5001")
-    assert pages == [("spec_b", f"http://127.0.0.1:5001/#/experiments/{launch.experiment_id}/runs"),
+    # spec_b has a launch run, so its page opens in the trials view (tests/tracking/test_views.py); spec_a has no run
+    assert pages == [("spec_b", f"http://127.0.0.1:5001/#/experiments/{launch.experiment_id}/runs"
+                                f"?viewStateShareKey=more-trials"),
                      ("spec_a", f"http://127.0.0.1:5001/#/experiments/{first}/runs")] and more == 0
     assert experiment_pages(uri, "http://h", limit=1) == ([("spec_b", f"http://h/#/experiments/{launch.experiment_id}"
-                                                                      f"/runs")], 1)
-    assert launch.runs_page() == runs_page_text(uri, launch.experiment_id)
-    assert f"#/experiments/{launch.experiment_id}/runs once `python -m more ui --tracking-uri {uri}`" in \
+                                                                      f"/runs?viewStateShareKey=more-trials")], 1)
+    assert launch.runs_page() == runs_page_text(uri, launch.experiment_id, "more-trials")
+    assert f"#/experiments/{launch.experiment_id}/runs?viewStateShareKey=more-trials once `python -m more ui " \
+           f"--tracking-uri {uri}`" in \
         launch.runs_page()
     assert LaunchTracker(None, uri, None, None).runs_page() == ""  # tracking off: nothing to link to
