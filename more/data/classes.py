@@ -1,6 +1,7 @@
 """Class names of the supported datasets and the PASCAL VOC colour palette.
 
-Index 0 is always ``background``; foreground classes are 1..C and 255 marks "ignore" in masks.
+Index 0 is always ``background``; foreground classes are 1..C and 255 marks "ignore" in masks. Everything else asks
+:func:`class_names` (and ``more.config.num_classes``) rather than using these lists: a custom dataset brings its own.
 """
 
 from __future__ import annotations
@@ -51,15 +52,36 @@ VOC_PALETTE: np.ndarray = _voc_palette()  # (256, 3): 0 black, 1 (128, 0, 0), ..
 
 
 def class_names(cfg: MoReConfig) -> list[str]:
-    """The C+1 class names of ``cfg.data.dataset``, background first."""
+    """The C+1 class names of the configured dataset, background first.
+
+    voc and coco have their fixed lists; a custom dataset's come from its ``dataset.yaml``; a synthetic set's are the
+    generator's first ``data.synth_classes`` designs (which its ``dataset.yaml`` repeats).
+
+    Raises:
+        DatasetError: a custom dataset whose ``dataset.yaml`` is missing or invalid (the file is named).
+    """
     dataset = cfg.data.dataset
     if dataset == "voc":
         names: tuple[str, ...] = VOC_CLASSES
     elif dataset == "coco":
         names = COCO_CLASSES
+    elif dataset == "custom":
+        from more.data.description import read_description
+
+        names = read_description(cfg.data.root).classes
     else:
         names = synth_class_names(cfg.data.synth_classes)
     return ["background", *names]
+
+
+def dataset_name(cfg: MoReConfig) -> str:
+    """What the run's data is called (the MLflow tag ``more.dataset``): voc, coco, synthetic, or a custom dataset's
+    ``name:``."""
+    if cfg.data.dataset == "custom":
+        from more.data.description import read_description
+
+        return read_description(cfg.data.root).name
+    return cfg.data.dataset
 
 
 def synth_class_names(num_classes: int) -> tuple[str, ...]:
