@@ -103,16 +103,19 @@ class DatasetDescription:
             except ValueError:
                 return str(p)
 
-        data: dict[str, Any] = {"name": self.name, "classes": list(self.classes), "images": rel(self.images),
-                                "image_suffix": self.image_suffix}
+        def dump(data: dict[str, Any], flow: bool = False) -> str:
+            return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False
+                                  if not flow else None)
+
+        rest: dict[str, Any] = {"images": rel(self.images), "image_suffix": self.image_suffix}
         if self.masks is not None:
-            data["masks"] = rel(self.masks)
+            rest["masks"] = rel(self.masks)
         if self.labels is not None:
-            data["labels"] = rel(self.labels)
-        data["splits"] = {k: rel(v) for k, v in self.splits.items()}
+            rest["labels"] = rel(self.labels)
+        rest["splits"] = {k: rel(v) for k, v in self.splits.items()}
         head = ("# A dataset described for more: train with data.dataset=custom data.root=<this folder>;\n"
                 "# check with python -m more data check <this folder>. Mask value / label k is the k-th class.\n")
-        return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+        return head + dump({"name": self.name}) + dump({"classes": list(self.classes)}, flow=True) + dump(rest)
 
 
 def description_file(root: str | os.PathLike) -> Path:
