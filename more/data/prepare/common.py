@@ -66,7 +66,8 @@ def run_parallel(items: Iterable[Any], work: Callable[[Any], Any], ticker: Ticke
     """``work(item)`` for every item on ``workers`` threads (PNG and JPEG coding release the GIL), ticking once per
     item; at most ``4 * workers`` items are in flight, so a generator that reads an archive is not run ahead."""
     results: list[Any] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         pending = []
         for item in items:
             pending.append(pool.submit(work, item))
@@ -76,6 +77,10 @@ def run_parallel(items: Iterable[Any], work: Callable[[Any], Any], ticker: Ticke
         for future in pending:
             results.append(future.result())
             ticker.tick()
+    except BaseException:  # an error or Ctrl-C: what has not started is dropped (the next run does it)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results
 
 

@@ -138,8 +138,9 @@ def sbd_mask(data: bytes, where: str) -> np.ndarray:
     try:
         gt = loadmat(io.BytesIO(data), struct_as_record=False, squeeze_me=True)["GTcls"]
         seg = np.asarray(gt.Segmentation)
-    except (ValueError, KeyError, AttributeError, TypeError, OSError) as exc:
-        raise PrepareError(f"{where}: not an SBD class segmentation (GTcls.Segmentation): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- scipy raises anything from IndexError to MatReadError on a bad file
+        raise PrepareError(f"{where}: not an SBD class segmentation (GTcls.Segmentation): "
+                           f"{type(exc).__name__}: {exc}") from None
     if seg.ndim != 2 or seg.size == 0 or seg.min() < 0 or seg.max() > len(VOC_CLASSES):
         raise PrepareError(f"{where}: GTcls.Segmentation must be a 2-D map of 0..{len(VOC_CLASSES)}, got shape "
                            f"{seg.shape}")
