@@ -142,7 +142,8 @@ def test_folders_to_train_aug_tree(release, tmp_path):
     record = json.loads((out / "prepare.json").read_text())
     assert record["complete"] and record["counts"] == {"train_aug": 5, "train": 2, "val": 2}
     assert record["mask_sources"] == {"voc": 4, "sbd": 3} and record["images"] == "link"
-    assert record["count_check"][0] == "train_aug: 5 images, differs by -10577 from the published 10582 of VOC 2012 + SBD"
+    assert record["count_check"][0] == ("train_aug: 5 images, differs by -10577 from the published 10582 of "
+                                        "VOC 2012 + SBD")
     assert record["content_hash"] == outcome.content_hash and record["content_hash"].startswith("sha256:")
     assert (out / ".more-output.json").is_file()
     assert snapshot(release["devkit"].parent) == before  # nothing written inside the sources
