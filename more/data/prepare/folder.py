@@ -58,13 +58,11 @@ def _images(folder: Path) -> dict[str, Path]:
 
 
 def _classes_from(rows: list[LabelRow], given: list[str] | None, where: str) -> tuple[str, ...]:
-    if given:
-        return check_class_names(given, "--classes")
     names = sorted({t for r in rows for t in r.classes if not t.lstrip("-").isdigit()})
-    if any(t.lstrip("-").isdigit() for r in rows for t in r.classes):
+    if not given and any(t.lstrip("-").isdigit() for r in rows for t in r.classes):
         raise PrepareError(f"{where}: classes are given by index; name them with --classes a,b,c (in index order)")
     try:
-        return check_class_names(names, where)
+        return check_class_names(given, "--classes") if given else check_class_names(names, where)
     except DatasetError as exc:
         raise PrepareError(str(exc)) from None
 
