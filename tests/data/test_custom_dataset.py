@@ -245,3 +245,27 @@ def test_picture_legend_names_the_classes_shown_in_their_colours():
     colours = {tuple(c) for c in band.reshape(-1, 3).tolist()}
     assert {tuple(VOC_PALETTE[i].tolist()) for i in (0, 2, 3)} <= colours  # background, gt's 2, seg's 3
     assert tuple(VOC_PALETTE[1].tolist()) not in colours  # class 1 is in no tile
+
+
+def test_trial_identity_of_a_described_dataset_follows_its_content_not_its_place(tmp_path):
+    import shutil
+
+    from more.harness.identity import dataset_identity
+
+    root = write_tree(tmp_path / "shapes")
+
+    def identity(where: Path) -> dict:
+        return dataset_identity(load_config("synthetic", {"data.dataset": "custom", "data.root": str(where)}))
+
+    first = identity(root)
+    assert first["custom"]["classes"] == ["square", "round thing", "tri-angle"]
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root, moved)
+    assert identity(moved) == first  # relative paths: the same dataset in another folder
+    (moved / "val.txt").write_text("b1\na3\n")
+    assert identity(moved)["custom"]["lists"]["val"] != first["custom"]["lists"]["val"]
+    (moved / "val.txt").write_text("b1\n")
+    (moved / "imgs" / "a1.png").write_bytes((moved / "imgs" / "a1.png").read_bytes() + b"\0")
+    assert identity(moved)["custom"]["images"] != first["custom"]["images"]
+    (moved / "dataset.yaml").write_text(GOOD.replace("round thing", "circle"))
+    assert identity(moved)["custom"]["classes"][1] == "circle"
