@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from more.data.classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES, synth_class_names
+from more.data.classes import IGNORE_INDEX, tree_class_names
 from more.data.description import DESCRIPTION_FILE, DatasetError, read_description
 from more.data.labels import read_labels_file
 from more.data.synth import META_FILE
@@ -79,29 +79,8 @@ def detect_dataset(root: str | os.PathLike) -> str:
 
 
 def dataset_num_classes(root: str | os.PathLike, dataset: str) -> int:
-    """C of a tree: a described set's class list, a generated set's ``synth.json``, else 80 coco and 20 voc."""
-    if described(root, dataset):
-        return read_description(root).num_classes
-    meta = Path(root) / META_FILE
-    if meta.is_file():
-        try:
-            return int(json.loads(meta.read_text())["classes"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return 80 if dataset == "coco" else 20
-
-
-def _class_names(root: Path, dataset: str, C: int) -> list[str]:
-    if described(root, dataset):
-        names = list(read_description(root).classes)
-    elif dataset == "coco":
-        names = list(COCO_CLASSES)
-    elif dataset == "synthetic" and C <= 8:
-        names = list(synth_class_names(C))
-    else:
-        names = list(VOC_CLASSES)
-    names = names[:C] + [f"class_{i}" for i in range(len(names) + 1, C + 1)]
-    return ["background", *names]
+    """C of a tree: a described set's class list, a generated set's ``synth.json``, else coco's or voc's."""
+    return len(tree_class_names(root, dataset)) - 1
 
 
 def _default_splits(root: Path, dataset: str, problems: list[str]) -> list[str]:
@@ -202,7 +181,7 @@ def inspect_dataset(root: str | os.PathLike, dataset: str = "voc", splits: Seque
         return report
     try:
         C = num_classes if num_classes is not None else dataset_num_classes(root, dataset)
-        report.num_classes, report.class_names = C, _class_names(root, dataset, C)
+        report.num_classes, report.class_names = C, tree_class_names(root, dataset, C)
         wanted = list(splits) if splits else _default_splits(root, dataset, problems)
         layouts = [split_files(root, dataset, s) for s in wanted]
     except DatasetError as exc:

@@ -6,6 +6,8 @@ Index 0 is always ``background``; foreground classes are 1..C and 255 marks "ign
 
 from __future__ import annotations
 
+import json
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -72,6 +74,31 @@ def class_names(cfg: MoReConfig) -> list[str]:
     else:
         names = synth_class_names(cfg.data.synth_classes)
     return ["background", *names]
+
+
+def tree_class_names(root: str | os.PathLike, dataset: str, num_classes: int | None = None) -> list[str]:
+    """The C+1 names of the dataset tree at ``root`` when there is no config (``data check``): a ``dataset.yaml``'s
+    classes (custom, and synthetic sets that have one), a generated set's ``synth.json``, else voc's or coco's list.
+    A ``num_classes`` that differs cuts the list or extends it with ``class_<k>``.
+    """
+    from pathlib import Path
+
+    from more.data.description import has_description, read_description
+
+    root = Path(root)
+    if dataset == "custom" or (dataset == "synthetic" and has_description(root)):
+        names: tuple[str, ...] = read_description(root).classes
+    elif dataset == "coco":
+        names = COCO_CLASSES
+    elif (root / "synth.json").is_file():
+        try:
+            names = tuple(json.loads((root / "synth.json").read_text())["class_names"][1:])
+        except (OSError, ValueError, KeyError, TypeError):
+            names = VOC_CLASSES
+    else:
+        names = VOC_CLASSES
+    C = len(names) if num_classes is None else num_classes
+    return ["background", *names[:C], *(f"class_{k}" for k in range(len(names) + 1, C + 1))]
 
 
 def dataset_name(cfg: MoReConfig) -> str:
