@@ -22,9 +22,9 @@ _EXPORTS: dict[str, str] = {
     "SynthOptions": "synth", "ensure_dataset": "synth", "generate_dataset": "synth", "render_sample": "synth",
     "build_train_transform": "transforms", "eval_image": "transforms", "normalize": "transforms",
     "image_labels": "labels", "read_labels_file": "labels",
-    "EvalDataset": "voc", "SplitFiles": "voc", "TrainDataset": "voc", "build_eval_dataset": "voc",
-    "build_train_dataset": "voc", "collate_eval": "voc", "read_mask": "voc", "read_split": "voc",
-    "split_files": "voc", "write_mask": "voc",
+    "EvalDataset": "voc", "TrainDataset": "voc", "build_eval_dataset": "voc", "build_train_dataset": "voc",
+    "collate_eval": "voc", "SplitFiles": "layout", "read_split": "layout", "split_files": "layout",
+    "read_mask": "masks", "write_mask": "masks",
 }
 
 __all__ = sorted(_EXPORTS)

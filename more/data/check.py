@@ -20,8 +20,9 @@ from PIL import Image
 from more.data.classes import IGNORE_INDEX, tree_class_names
 from more.data.description import DESCRIPTION_FILE, DatasetError, read_description
 from more.data.labels import read_labels_file
+from more.data.layout import SplitFiles, described, read_split, split_files
+from more.data.masks import read_mask
 from more.data.synth import META_FILE
-from more.data.voc import SplitFiles, described, read_mask, read_split, split_files
 
 VOC_SPLITS = ("train_aug", "train", "val", "test")
 COCO_SPLITS = ("train", "val", "val_part", "train2014", "val2014")  # the reference's lists, then the older names

@@ -29,7 +29,7 @@ import numpy as np
 from more.data.description import DatasetError
 
 if TYPE_CHECKING:
-    from more.data.voc import SplitFiles
+    from more.data.layout import SplitFiles
 
 CACHE_DIR = ".more_cache"
 _CACHE_VERSION = 1
@@ -201,7 +201,7 @@ def derive_labels(files: SplitFiles, names: Sequence[str], num_classes: int, *, 
     Raises:
         FileNotFoundError: the split has no masks, or a listed mask is missing (named).
     """
-    from more.data.voc import read_mask
+    from more.data.masks import read_mask
 
     if files.mask_dir is None:
         raise FileNotFoundError(f"split '{files.split}' has no masks to derive image labels from; set data.labels_file")
@@ -233,7 +233,7 @@ def derive_labels(files: SplitFiles, names: Sequence[str], num_classes: int, *, 
 
 
 def _write_cache(path: Path, payload: dict[str, Any]) -> None:
-    from more.data.voc import atomic_save
+    from more.data.masks import atomic_save
 
     try:
         atomic_save(path, json.dumps(payload, separators=(",", ":")).encode())

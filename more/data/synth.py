@@ -27,7 +27,7 @@ from PIL import Image
 
 from more.data.classes import IGNORE_INDEX, synth_class_names
 from more.data.description import DESCRIPTION_FILE, DatasetDescription
-from more.data.voc import DIR_MODE, write_mask
+from more.data.masks import DIR_MODE, write_mask
 
 if TYPE_CHECKING:
     from more.config import MoReConfig

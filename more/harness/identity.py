@@ -174,7 +174,7 @@ def dataset_identity(cfg: MoReConfig, *, memo: dict | None = None) -> dict[str, 
 
         return {"custom": description_identity(
             cfg.data.root, lambda p: _memoised(memo, ("tree", str(p.resolve())), lambda: tree_fingerprint(p)))}
-    from more.data.voc import split_files
+    from more.data.layout import split_files
 
     root = Path(cfg.data.root)
     lists = {}

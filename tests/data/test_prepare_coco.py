@@ -254,3 +254,54 @@ def test_bad_coco_inputs(coco, tmp_path):
     with pytest.raises(PrepareError, match="instances_val2014.json: not valid JSON"):
         prepare_coco(src, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
+    """SIGKILL (by PID) a real ``data prepare coco`` process once it has written masks; the next run keeps them and
+    ends with the same content hash as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "coco"
+    categories = [{"id": cid, "name": n} for cid, n in zip(IDS, NAMES)]
+    rng = np.random.default_rng(5)
+    for subset, count in (("train2014", 150), ("val2014", 30)):
+        (src / subset).mkdir(parents=True)
+        images, anns = [], []
+        for k in range(count):
+            name = f"COCO_{subset}_{k:012d}"
+            Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(src / subset / f"{name}.jpg")
+            images.append({"id": k, "file_name": f"{name}.jpg", "height": 96, "width": 128})
+            for j in range(3):
+                y0, x0 = int(rng.integers(0, 60)), int(rng.integers(0, 90))
+                anns.append({"id": 10 * k + j, "image_id": k, "category_id": int(rng.choice(IDS)), "iscrowd": 0,
+                             "segmentation": [polygon(y0, y0 + 30, x0, x0 + 30)], "area": 900.0 + j})
+        (src / "annotations").mkdir(exist_ok=True)
+        (src / "annotations" / f"instances_{subset}.json").write_text(
+            json.dumps({"images": images, "annotations": anns, "categories": categories}))
+    out = tmp_path / "out"
+    masks = out / "SegmentationClass" / "train2014"
+    proc = subprocess.Popen([sys.executable, "-m", "more", "data", "prepare", "coco", "--coco", str(src), "--out",
+                             str(out), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (masks.is_dir() and len(os.listdir(masks)) >= 3) and time.monotonic() < deadline:
+            assert proc.poll() is None, "prepare ended before it could be interrupted"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    record = json.loads((out / "prepare.json").read_text())
+    assert not record["complete"] and not (out / "ImageSets").exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in masks.iterdir() if not p.name.startswith(".")}
+    assert 3 <= len(kept) < 150
+    resumed = prepare_coco(src, out, workers=1)
+    assert resumed.skipped >= len(kept)
+    assert {n: (masks / n).stat().st_mtime_ns for n in kept} == kept  # the masks written before the kill stay
+    assert not [p for p in masks.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    assert resumed.content_hash == prepare_coco(src, tmp_path / "fresh", workers=1).content_hash
+    assert inspect_dataset(out, "coco").problems == []

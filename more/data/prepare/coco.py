@@ -37,6 +37,7 @@ import numpy as np
 
 from more.data.classes import COCO_CLASSES, IGNORE_INDEX
 from more.data.labels import labels_from_mask
+from more.data.masks import mask_png, read_mask
 from more.data.prepare.common import (
     Outcome,
     PrepareError,
@@ -50,7 +51,6 @@ from more.data.prepare.common import (
     write_lists,
 )
 from more.data.prepare.sources import Source, SourceError
-from more.data.voc import mask_png, read_mask
 
 SUBSETS = ("train2014", "val2014")
 PUBLISHED = {"train": 82081, "val": 40137, "val_part": 5000}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from more.data.voc import atomic_save
+from more.data.masks import atomic_save
 from more.outputs import MARK, check_output_dir, is_inside, on_disk_full, own_dir
 from more.train.progress import Progress, format_seconds
 

@@ -30,8 +30,8 @@ from more.data.description import (
     parse_description,
 )
 from more.data.labels import IMAGE_SUFFIXES, LabelRow, labels_from_mask, read_label_rows, resolve_classes
+from more.data.masks import read_mask
 from more.data.prepare.common import Outcome, PrepareError, Workspace, check_out, verify, write_lists
-from more.data.voc import read_mask
 
 LABELS = "labels.json"
 SPLITS = "splits"

@@ -32,6 +32,7 @@ from PIL import Image
 
 from more.data.classes import IGNORE_INDEX, VOC_CLASSES
 from more.data.labels import labels_from_mask
+from more.data.masks import mask_png, read_mask
 from more.data.prepare.common import (
     Outcome,
     PrepareError,
@@ -45,7 +46,6 @@ from more.data.prepare.common import (
     write_lists,
 )
 from more.data.prepare.sources import Source, SourceError
-from more.data.voc import mask_png, read_mask
 
 PUBLISHED = {"train_aug": 10582, "train": 1464, "val": 1449}
 LISTS = "ImageSets/Segmentation"
