@@ -269,3 +269,20 @@ def test_trial_identity_of_a_described_dataset_follows_its_content_not_its_place
     assert identity(moved)["custom"]["images"] != first["custom"]["images"]
     (moved / "dataset.yaml").write_text(GOOD.replace("round thing", "circle"))
     assert identity(moved)["custom"]["classes"][1] == "circle"
+
+
+def test_a_synthetic_set_is_read_through_its_description_which_must_match_the_generator(tmp_path):
+    from more.data.synth import ensure_dataset
+
+    cfg = load_config("synthetic", {"data.root": str(tmp_path / "s"), "data.synth_classes": 2,
+                                    "data.synth_train": 3, "data.synth_val": 2, "data.synth_image_size": 48})
+    root = ensure_dataset(cfg, progress=lambda _: None)
+    desc = read_description(root)
+    assert desc.name == "synthetic" and desc.classes == ("boat", "plane") and detect_dataset(root) == "synthetic"
+    (root / "ImageSets" / "Segmentation" / "train.txt").rename(root / "ImageSets" / "Segmentation" / "t.txt")
+    (root / "dataset.yaml").write_text((root / "dataset.yaml").read_text().replace("Segmentation/train.txt",
+                                                                                  "Segmentation/t.txt"))
+    assert len(build_train_dataset(cfg)) == 3  # the list the description names, not ImageSets/.../train.txt
+    (root / "dataset.yaml").write_text((root / "dataset.yaml").read_text().replace("[boat, plane]", "[boat, kite]"))
+    with pytest.raises(ConfigError, match=r"dataset.yaml: classes \['boat', 'kite'\] are not the generator's"):
+        ensure_dataset(cfg, progress=lambda _: None)

@@ -252,3 +252,39 @@ def test_sbd_mat_structure_is_what_scipy_reads(tmp_path):
     gt = scipy.io.loadmat(tmp_path / "x.mat", struct_as_record=False, squeeze_me=True)["GTcls"]
     assert set(gt._fieldnames) == {"Segmentation", "Boundaries", "CategoriesPresent"}
     assert np.array_equal(gt.Segmentation, seg)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 40 kB tmpfs (ten pages) mounted at a folder of the test (root only; skipped where mount is refused)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-capped tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_next_run_finishes(release, small_fs, capsys):
+    import subprocess
+
+    args = ["data", "prepare", "voc", "--voc", str(release["voc"]), "--sbd", str(release["sbd"]), "--out",
+            str(small_fs / "voc"), "--images", "copy", "--workers", "1"]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("prepare voc ")]
+    assert len(err) == 1 and err[0].startswith("error: disk full: writing ") and "free on" in err[0]
+    assert not [p for p in (small_fs / "voc").rglob(".*.tmp")]  # the failed write left nothing half-written
+    written = {p.relative_to(small_fs) for p in (small_fs / "voc").rglob("*") if p.suffix in (".png", ".jpg")}
+    assert 0 < len(written) < 2 * len(TRAIN_AUG + VOC_VAL)  # it filled up half-way (masks, then images)
+    subprocess.run(["mount", "-o", "remount,size=2m", str(small_fs)], check=True)
+    assert main(args) == 0
+    assert "already there" in capsys.readouterr().out
+    assert written < {p.relative_to(small_fs) for p in (small_fs / "voc").rglob("*") if p.suffix in (".png", ".jpg")}
+    assert json.loads((small_fs / "voc" / "prepare.json").read_text())["complete"]
