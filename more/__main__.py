@@ -86,7 +86,7 @@ USER_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("more.train.checkpoint", "CheckpointError", "checkpoint error"),
     ("more.tracking.store", "TrackingError", "tracking error"),
     ("more.outputs", "OutputError", "error"),  # DiskFullError too: "error: disk full: ..."
-    ("more.data.description", "DatasetError", "dataset error"),
+    ("more.data.description", "DatasetError", "error"),
     ("more.data.prepare.common", "PrepareError", "error"),
     ("more.data.prepare.sources", "SourceError", "error"),
 )
