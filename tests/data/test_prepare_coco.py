@@ -308,3 +308,14 @@ def test_a_killed_prepare_continues_where_it_stopped(tmp_path):
     assert not [p for p in masks.iterdir() if p.name.startswith(".")]  # no temporary file left behind
     assert resumed.content_hash == prepare_coco(src, tmp_path / "fresh", workers=1).content_hash
     assert inspect_dataset(out, "coco").problems == []
+
+
+def test_a_malformed_annotation_entry_is_one_line_naming_the_file(coco, tmp_path):
+    src, _ = coco
+    doc_path = src / "annotations" / "instances_train2014.json"
+    doc = json.loads(doc_path.read_text())
+    del doc["annotations"][1]["image_id"]
+    doc_path.write_text(json.dumps(doc))
+    with pytest.raises(PrepareError, match="instances_train2014.json: malformed image or annotation entry"):
+        prepare_coco(src, tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -231,7 +231,11 @@ def prepare_coco(coco: str | os.PathLike, out: str | os.PathLike, *, overlap: st
             if cat_map and found != cat_map:
                 raise PrepareError(f"{doc['_where']}: category ids differ from those of {SUBSETS[0]}")
             cat_map = found
-            work[subset] = plan_subset(doc, subset)
+            try:
+                work[subset] = plan_subset(doc, subset)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PrepareError(f"{doc['_where']}: malformed image or annotation entry ({type(exc).__name__}: "
+                                   f"{exc})") from None
             del doc
         _check_images(sources, work)
         ws = Workspace(out, "coco", {"overlap": overlap, "crowd": crowd, "images": images}, {"--coco": root})
@@ -309,7 +313,9 @@ def _build(ws: Workspace, sources: dict[str, Source], work: dict[str, list[CocoI
     lists = {"train": train, "val": val, "val_part": val[:VAL_PART]}
     counts = {k: len(v) for k, v in lists.items()}
     check = compare_counts(counts, PUBLISHED, "COCO 2014 (images with at least one annotation)")
-    notes = [f"mask rule: {OVERLAP_RULES[overlap]}; {CROWD_RULES[crowd]}"]
+    notes = [f"mask rule: {OVERLAP_RULES[overlap]}; {CROWD_RULES[crowd]}",
+             "images: " + ", ".join(f"{s} {'linked to' if m == 'link' else 'copied from'} the source"
+                                    for s, m in placed.items())]
     dropped = len(work["train2014"]) - len(train)
     if dropped:
         notes.append(f"{dropped} annotated train image(s) left out of train: their mask has no class")

@@ -256,7 +256,7 @@ def _build(ws: Workspace, voc: Source, sbd: Source, work: VocPlan, mode: str, wo
     ticker.close()
     counts = {k: len(v) for k, v in work.lists.items()}
     check = compare_counts(counts, PUBLISHED, "VOC 2012 + SBD")
-    notes = []
+    notes = [f"images: {'symbolic links to' if mode == 'link' else 'copies of'} the source images"]
     if voc.archive and mode == "copy":
         notes.append("--voc is an archive: its images were copied out of it (links need the extracted folder)")
     sources = {"voc": sum(v == "voc" for v in work.mask_from.values()),
