@@ -16,7 +16,8 @@ COMMANDS: dict[str, str] = {
     "train": "Train MoRe from a config (YAML file or preset) with dotted overrides.",
     "eval": "Evaluate a checkpoint: CAM, aux CAM, LAM, Fused and Seg columns (mIoU, precision, recall, confusion).",
     "infer": "Seeds, DenseCRF pseudo masks, segmentation PNGs and label-free cam2seg (paper Tables 1-2).",
-    "data": "Generate the synthetic dataset (`data synth`) or check a dataset tree (`data check`).",
+    "data": "Build a dataset from downloaded archives or your own images (`data prepare voc|coco|folder`), generate "
+            "the synthetic set (`data synth`), check a tree (`data check`).",
     "config": "Show the resolved config of a YAML file or preset with overrides (`config show`).",
     "ablate": "Run a declarative ablation spec as Ray Tune trials (local Ray or --address of a cluster).",
     "status": "Where an ablation stands: each trial's state, iteration, metric, ETA and GPU-hours (no Ray needed).",
@@ -85,6 +86,9 @@ USER_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("more.train.checkpoint", "CheckpointError", "checkpoint error"),
     ("more.tracking.store", "TrackingError", "tracking error"),
     ("more.outputs", "OutputError", "error"),  # DiskFullError too: "error: disk full: ..."
+    ("more.data.description", "DatasetError", "error"),
+    ("more.data.prepare.common", "PrepareError", "error"),
+    ("more.data.prepare.sources", "SourceError", "error"),
 )
 
 

@@ -350,7 +350,7 @@ def dump_yaml(cfg: MoReConfig) -> str:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "fidelity": FIDELITY_LEVELS,
-    "data.dataset": ("voc", "coco", "synthetic"),
+    "data.dataset": ("voc", "coco", "synthetic", "custom"),
     "data.augmentation": ("voc", "coco"),
     "model.lam": ("dot", "cosine"),
     "gcr.top_k_ratio_of": ("classes", "patches"),
@@ -459,7 +459,19 @@ def _choice_error(where: str, key: str, value: Any, choices: list[str] | tuple[s
 
 
 def num_classes(cfg: MoReConfig) -> int:
-    """Foreground classes C (= number of class tokens)."""
+    """Foreground classes C (= number of class tokens): 20 voc, 80 coco, ``data.synth_classes`` for the synthetic
+    set, and the length of the ``classes:`` list of a custom dataset's ``data.root/dataset.yaml``.
+
+    Raises:
+        ConfigError: a custom dataset whose description is missing or invalid (naming data.root and the file).
+    """
+    if cfg.data.dataset == "custom":
+        from more.data.description import DatasetError, read_description
+
+        try:
+            return read_description(cfg.data.root).num_classes
+        except DatasetError as exc:
+            raise ConfigError(f"data.dataset=custom, data.root={cfg.data.root!r}: {exc}") from None
     return {"voc": 20, "coco": 80}.get(cfg.data.dataset, cfg.data.synth_classes)
 
 

@@ -21,8 +21,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "coco",
         "data.dataset": "coco",
         "data.root": "work/data/COCO",
-        "data.train_split": "train2014",
-        "data.val_split": "val2014",
+        "data.train_split": "train",  # the lists train_coco.py reads (--train_set train, --val_set val_part);
+        "data.val_split": "val_part",  # `data prepare coco` writes them, val_part = the first 5000 of val
         "data.augmentation": "coco",
         "data.jitter_prob": 0.8,
         "train.max_iters": 80000,
@@ -42,7 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pseudo.aux_high": 0.65,
         "pseudo.mask_switch_iter": 50000,
         "eval.bkg_thre": 0.45,
-        "eval.split": "val2014",
+        "eval.split": "val",
     },
     # CPU-sized recipe for the demo and the tests: tiny ViT on the generated synthetic set.
     "synthetic": {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 class DataConfig:
     """Dataset, splits and training augmentation (MORE_SPEC §4.3, §5)."""
 
-    dataset: str = "voc"  # voc | coco | synthetic
+    dataset: str = "voc"  # voc | coco | synthetic | custom (classes, images and splits from data.root/dataset.yaml)
     root: str = (
         "work/data/voc"  # dataset root holding JPEGImages/, SegmentationClassAug/ (or SegmentationClass/), ImageSets/
     )

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from more.data.classes import IGNORE_INDEX, synth_class_names
-from more.data.voc import DIR_MODE, write_mask
+from more.data.description import DESCRIPTION_FILE, DatasetDescription
+from more.data.masks import DIR_MODE, write_mask
 
 if TYPE_CHECKING:
     from more.config import MoReConfig
@@ -311,7 +312,8 @@ Regenerate: python -m more data synth --out DIR --classes {o.classes} --train {o
 
 Layout (PASCAL VOC): JPEGImages/NAME.jpg, SegmentationClassAug/NAME.png (palette PNG: 0 background,
 1..{o.classes} classes, 255 ignore band along object borders), ImageSets/Segmentation/{{train,train_aug,val,test}}.txt
-(train_aug = train; test images have no masks).
+(train_aug = train; test images have no masks). {DESCRIPTION_FILE} describes the same (class names, folders, splits):
+the loader reads the set through it.
 
 Classes:
   0 background
@@ -336,6 +338,15 @@ def _write_split(tmp: Path, split: str, names: list[str], first: int, options: S
         if (k + 1) % step == 0 or k + 1 == len(names):
             progress(f"synth: {split} {k + 1}/{len(names)}")
     return samples
+
+
+def describe(root: Path, names: tuple[str, ...]) -> DatasetDescription:
+    """The ``dataset.yaml`` of a generated set at ``root``: the loader reads the set through it, as it reads a
+    custom dataset."""
+    lists = root / "ImageSets" / "Segmentation"
+    return DatasetDescription(file=root / DESCRIPTION_FILE, name="synthetic", classes=names,
+                              images=root / "JPEGImages", image_suffix=".jpg", masks=root / "SegmentationClassAug",
+                              splits={s: lists / f"{s}.txt" for s in ("train", "train_aug", "val", "test")})
 
 
 def generate_dataset(out: str | os.PathLike, options: SynthOptions, *, force: bool = False,
@@ -370,6 +381,7 @@ def generate_dataset(out: str | os.PathLike, options: SynthOptions, *, force: bo
         meta = {"generator": "more.data.synth", "version": _VERSION, **asdict(options), "test": options.num_test,
                 "class_names": ["background", *names]}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        (tmp / DESCRIPTION_FILE).write_text(describe(tmp, names).to_yaml())
         _publish(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -427,6 +439,14 @@ def ensure_dataset(cfg: MoReConfig, *, progress: Progress = print) -> Path:
         if meta.get("classes") != cfg.data.synth_classes:
             raise ConfigError(f"data.synth_classes={cfg.data.synth_classes!r}: the synthetic set at {root} has "
                               f"{meta.get('classes')} classes; use another data.root or regenerate it")
+        if (root / DESCRIPTION_FILE).is_file():
+            from more.data.description import read_description
+
+            described = read_description(root).classes
+            if described != synth_class_names(cfg.data.synth_classes):
+                raise ConfigError(f"{root / DESCRIPTION_FILE}: classes {list(described)} are not the generator's "
+                                  f"{list(synth_class_names(cfg.data.synth_classes))}; regenerate the set (or train "
+                                  f"it as data.dataset=custom)")
         if generate:
             stale = {k: meta.get(k) for k, v in asdict(SynthOptions.from_config(cfg)).items() if meta.get(k) != v}
             stale.pop("test", None)

@@ -8,7 +8,9 @@ a trial is stopped at is not in the key: a trial that finished at fewer iteratio
 
 - :func:`config_key`: everything but the code; :func:`content_key`: ``config_key`` + code identity.
 - Dataset identity: the split list files' contents and a cheap fingerprint of the tree (relative path and size of
-  every file); a synthetic set is identified by its generator options (the same before and after generation).
+  every file); a synthetic set is identified by its generator options (the same before and after generation); a
+  custom dataset by its ``dataset.yaml``, list files and labels file contents and the fingerprints of its image and
+  mask folders.
 - Weights identity: size + sha256 of the file, the hash cached by (path, size, mtime) in ``~/.cache/more``.
 
 Kept free of torch and ray: the driver, ``ablate --dry-run`` and ``status`` compute keys without the trainer.
@@ -167,7 +169,12 @@ def dataset_identity(cfg: MoReConfig, *, memo: dict | None = None) -> dict[str, 
             options = {k: meta.get(k) for k in options}
         options.pop("test", None)
         return {"synthetic": options}
-    from more.data.voc import split_files
+    if cfg.data.dataset == "custom":  # its images, masks and labels may live outside data.root
+        from more.data.description import description_identity
+
+        return {"custom": description_identity(
+            cfg.data.root, lambda p: _memoised(memo, ("tree", str(p.resolve())), lambda: tree_fingerprint(p)))}
+    from more.data.layout import split_files
 
     root = Path(cfg.data.root)
     lists = {}

@@ -78,8 +78,11 @@ def row_tiles(row: PictureRow, size: int) -> list[np.ndarray]:
     ]
 
 
-def picture_grid(rows: Sequence[PictureRow], *, tile: int = 128) -> np.ndarray:
-    """Stack rows of tiles under a title band into one (H, W, 3) uint8 image on a white background.
+def picture_grid(rows: Sequence[PictureRow], *, tile: int = 128,
+                 class_names: Sequence[str] | None = None) -> np.ndarray:
+    """Stack rows of tiles under a title band into one (H, W, 3) uint8 image on a white background; with
+    ``class_names`` (C+1, background first) a legend band below names the classes the GT and seg tiles show, each
+    beside its colour.
 
     Raises:
         ValueError: no rows.
@@ -88,7 +91,8 @@ def picture_grid(rows: Sequence[PictureRow], *, tile: int = 128) -> np.ndarray:
         raise ValueError("picture_grid: no rows")
     n_cols, n_rows = len(COLUMNS), len(rows)
     width = n_cols * tile + (n_cols - 1) * GAP
-    height = TITLE_H + n_rows * tile + (n_rows - 1) * GAP
+    legend = _legend_lines(rows, class_names, width) if class_names else []
+    height = TITLE_H + n_rows * tile + (n_rows - 1) * GAP + (GAP + len(legend) * LEGEND_H if legend else 0)
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     for r, row in enumerate(rows):
         top = TITLE_H + r * (tile + GAP)
@@ -99,7 +103,38 @@ def picture_grid(rows: Sequence[PictureRow], *, tile: int = 128) -> np.ndarray:
     draw = ImageDraw.Draw(picture)
     for c, title in enumerate(COLUMNS):
         draw.text((c * (tile + GAP) + 3, 1), title, fill=(0, 0, 0))
+    top = TITLE_H + n_rows * tile + (n_rows - 1) * GAP + GAP
+    for line, entries in enumerate(legend):
+        y = top + line * LEGEND_H
+        for x, index, name in entries:
+            draw.rectangle((x, y + 2, x + SWATCH - 1, y + 2 + SWATCH - 1), fill=tuple(int(v) for v in
+                                                                                   VOC_PALETTE[index]),
+                           outline=(0, 0, 0))
+            draw.text((x + SWATCH + 3, y + 1), name, fill=(0, 0, 0))
     return np.asarray(picture)
+
+
+LEGEND_H = 14  # pixels of one legend line
+SWATCH = 10  # side of a legend colour square
+
+
+def _legend_lines(rows: Sequence[PictureRow], class_names: Sequence[str],
+                  width: int) -> list[list[tuple[int, int, str]]]:
+    """``(x, class index, name)`` of every class the GT or seg tiles show, laid out in lines that fit ``width``."""
+    shown = sorted({int(v) for row in rows for m in (row.gt, row.seg) for v in np.unique(m)
+                    if int(v) != IGNORE_INDEX and int(v) < len(class_names)})
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[list[tuple[int, int, str]]] = [[]]
+    x = 3
+    for index in shown:
+        name = class_names[index]
+        need = SWATCH + 3 + int(measure.textlength(name)) + 10
+        if lines[-1] and x + need > width:
+            lines.append([])
+            x = 3
+        lines[-1].append((x, index, name))
+        x += need
+    return lines if lines[0] else []
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -179,5 +214,7 @@ class PictureMaker:
         return out
 
     def png(self, checkpoint_dir: str | os.PathLike) -> bytes:
-        """The grid of :meth:`rows` as PNG bytes."""
-        return encode_png(picture_grid(self.rows(checkpoint_dir), tile=self.tile))
+        """The grid of :meth:`rows` as PNG bytes, with a legend of the dataset's class names."""
+        from more.data.classes import class_names
+
+        return encode_png(picture_grid(self.rows(checkpoint_dir), tile=self.tile, class_names=class_names(self.cfg)))

@@ -31,9 +31,9 @@ COCO_ITEMS = {
     "COCO_val2014_000000000042": (30, 26, {18: (5, 25, 4, 20)}),
     "COCO_val2014_000000000073": (20, 30, {3: (2, 18, 2, 12), 62: (4, 16, 15, 28)}),
 }
-COCO_SPLITS = {
-    "train2014": ["COCO_train2014_000000000009", "COCO_train2014_000000000025"],
-    "val2014": ["COCO_val2014_000000000042", "COCO_val2014_000000000073"],
+COCO_SPLITS = {  # the lists the reference reads (and `data prepare coco` writes)
+    "train": ["COCO_train2014_000000000009", "COCO_train2014_000000000025"],
+    "val": ["COCO_val2014_000000000042", "COCO_val2014_000000000073"],
     "val_part": ["COCO_val2014_000000000073"],
 }
 

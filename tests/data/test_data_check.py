@@ -14,7 +14,7 @@ def test_clean_trees_pass(voc_root, coco_root):
     assert report.problems == [] and report.num_classes == 20
     assert report.counts == {"train_aug": 3, "train": 2, "val": 2, "test": 1}
     assert check_dataset(coco_root, "coco") == []
-    assert inspect_dataset(coco_root, "coco").counts == {"train2014": 2, "val2014": 2, "val_part": 1}
+    assert inspect_dataset(coco_root, "coco").counts == {"train": 2, "val": 2, "val_part": 1}
 
 
 def test_missing_root(tmp_path):

@@ -191,7 +191,7 @@ def test_eval_rejects_a_mask_of_another_size(voc_root, trees):
 def test_coco_layout(coco_root, trees):
     cfg = trees.small_cfg(coco_root, "coco", **{"eval.split": "val_part"})
     train = build_train_dataset(cfg)
-    assert train.names == trees.COCO_SPLITS["train2014"]
+    assert train.names == trees.COCO_SPLITS["train"]
     assert train[0]["image"].shape == (3, 64, 64)
     assert train.labels.tolist() == [onehot([1, 80], 80), onehot([23], 80)]
     val = build_eval_dataset(cfg)

@@ -95,4 +95,4 @@ def test_bad_override_or_unknown_split_exits_2(ckpt, capsys):
     assert main(["eval", str(ckpt), "eval.bkg_thre=high"]) == 2
     assert "eval.bkg_thre" in capsys.readouterr().err
     assert main(["infer", str(ckpt), "--task", "seg", "--split", "nosuch"]) == 2
-    assert "nosuch.txt: split list file not found" in capsys.readouterr().err
+    assert "dataset.yaml: splits: no split 'nosuch'" in capsys.readouterr().err  # the set's dataset.yaml (i19)

@@ -111,7 +111,8 @@ def test_artifacts_config_per_class_pictures_log_and_checkpoint(tracked, tmp_pat
     with Image.open(local / "pictures" / "iter_000006.png") as png:
         png.verify()
     with Image.open(local / "pictures" / "iter_000003.png") as png:
-        assert png.format == "PNG" and png.size == (5 * 128 + 4 * 2, 14 + 2 * 128 + 2)  # 5 columns, eval.num_vis=2
+        # 5 columns, eval.num_vis=2, one line of class legend (data: i19)
+        assert png.format == "PNG" and png.size == (5 * 128 + 4 * 2, 14 + 2 * 128 + 2 + 2 + 14)
     assert (local / "config.yaml").read_text() == (tracked["run_dir"] / "config.yaml").read_text()
     assert "eval @ 6" in (local / "train.log").read_text()
     assert (local / "checkpoint" / "iter_000006" / "checkpoint.pt").is_file()
