@@ -13,6 +13,7 @@ checkpoint, and a non-finite loss on any process stops all of them at the same r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from more.config import MoReConfig, save_config
+from more.config.batch import global_batch_text
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import EvalResult, evaluate
 from more.model import build_model
@@ -186,9 +188,10 @@ def train(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
         f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images | "
         f"iterations {start}->{total_iters}"
-        + (f" | {ddp.world_size} DDP processes x {cfg.train.batch_size} images" if ddp.enabled else "")
+        + f" | global batch {global_batch_text(cfg, ddp.world_size)}"
     )
 
+    accum = cfg.train.accum_steps
     batches = iterate_batches(
         train_set,
         batch_size=cfg.train.batch_size,
@@ -199,11 +202,12 @@ def train(
         pin_memory=device.type == "cuda",
         rank=ddp.rank,
         world_size=ddp.world_size,
+        accum_steps=accum,
     )
+    global_batch = cfg.train.batch_size * ddp.world_size * accum
     sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
     first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
     window_steps, window_t0 = 0, time.perf_counter()
-    ddp_rank = (ddp.rank,) if ddp.enabled else ()  # each process draws its own random numbers (URE sampling)
     last: dict[str, float] = {"iter": float(start)}
     sec_per_iter = float("nan")
 
@@ -219,19 +223,25 @@ def train(
             )
 
     for n in range(start, total_iters):
-        epoch, position, batch = next(batches)
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E, *ddp_rank))
-        out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast)
         optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        for k in range(accum):
+            # L_ure's draws: every shard draws the step's whole global batch from the same seed and keeps its rows
+            gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E))
+            epoch, position, batch = next(batches)
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True)
+            shard = (k * ddp.world_size + ddp.rank) * cfg.train.batch_size
+            out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast,
+                                share=(shard, global_batch))
+            # DDP averages gradients over processes and 1/accum averages over micro-steps: the gradient of the
+            # mean of the shards' losses. Only the last micro-step's backward synchronises the processes.
+            with train_model.no_sync() if ddp.enabled and k < accum - 1 else contextlib.nullcontext():
+                (out.total / accum if accum > 1 else out.total).backward()
+            values = torch.stack([out.unweighted[t].float() for t in TERMS] + [out.total.detach().float()])
+            finite = torch.isfinite(values)
+            first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, n), first_bad)
+            sums += torch.where(finite, values, torch.zeros_like(values)) / accum
         optimizer.step()
-
-        values = torch.stack([out.unweighted[t].float() for t in TERMS] + [out.total.detach().float()])
-        finite = torch.isfinite(values)
-        first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, n), first_bad)
-        sums += torch.where(finite, values, torch.zeros_like(values))
         window_steps += 1
         done = n + 1
         progress.update(done, f"loss {last.get('train/loss', float('nan')):.4f}")
@@ -248,7 +258,7 @@ def train(
                 **{f"train/{t}": v for t, v in zip(TERMS, means)},
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "time/sec_per_iter": sec_per_iter,
-                "time/images_per_sec": cfg.train.batch_size * ddp.world_size / max(sec_per_iter, 1e-12),
+                "time/images_per_sec": global_batch / max(sec_per_iter, 1e-12),
             }
             if ddp.is_main:
                 append_jsonl(metrics_file, rec)
