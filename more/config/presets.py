@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.batch_size": 4,
         "train.eval_every": 4000,
         "train.ckpt_every": 1000,
+        "train.val_subset": "val_part",  # train_coco.py validates on val_part; used when ImageSets/val_part.txt exists
         "lir.cre_weight": 0.1,
         "lir.ure_weight": 0.01,
         "lir.cre_temperature": 0.1,

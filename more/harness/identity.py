@@ -171,7 +171,9 @@ def dataset_identity(cfg: MoReConfig, *, memo: dict | None = None) -> dict[str, 
 
     root = Path(cfg.data.root)
     lists = {}
-    for split in dict.fromkeys((cfg.data.train_split, cfg.data.val_split, cfg.eval.split)):
+    # train.val_subset's list decides what training validates on when it exists (None when absent: no subset)
+    for split in dict.fromkeys(s for s in (cfg.data.train_split, cfg.data.val_split, cfg.eval.split,
+                                           cfg.train.val_subset) if s):
         f = split_files(root, cfg.data.dataset, split).list_file
         lists[split] = _sha(f.read_bytes()) if f.is_file() else None
     tree = _memoised(memo, ("tree", str(root.resolve())), lambda: tree_fingerprint(root)) if root.is_dir() else None

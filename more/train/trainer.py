@@ -27,7 +27,7 @@ import torch
 from more.config import MoReConfig, save_config
 from more.config.batch import global_batch_text
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
-from more.eval.evaluate import EvalResult, evaluate
+from more.eval.evaluate import evaluate
 from more.model import build_model
 from more.provenance import git_sha
 from more.pseudo.par import PAR
@@ -43,6 +43,7 @@ from more.train.distributed import barrier, dist_info, first_bad_across, mean_ac
 from more.train.optim import PolyWarmupAdamW
 from more.train.progress import Progress
 from more.train.step import TERMS, training_step
+from more.train.validation import eval_metrics, full_validation, training_val_split
 
 Report = Callable[[dict[str, float], "str | None"], None]
 
@@ -88,15 +89,6 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]:
-    metrics = result.flat()
-    for out, s in result.scores.items():
-        for name, iou, confusion in zip(class_names, s.iou, s.confusion):
-            metrics[f"val/{out}/iou/{name}"] = 100.0 * float(iou)
-            metrics[f"val/{out}/confusion/{name}"] = float(confusion)
-    return metrics
-
-
 def train(
     cfg: MoReConfig,
     *,
@@ -138,7 +130,8 @@ def train(
         if not ddp.is_main:
             ensure_dataset(cfg)
     train_set = build_train_dataset(cfg)
-    val_set = build_eval_dataset(cfg, cfg.data.val_split) if ddp.is_main else None
+    val_split, val_note = training_val_split(cfg)
+    val_set = build_eval_dataset(cfg, val_split) if ddp.is_main else None
     val_loader = torch.utils.data.DataLoader(
         val_set,
         batch_size=cfg.eval.batch_size,
@@ -186,7 +179,8 @@ def train(
     say = (log or progress.line) if ddp.is_main else (lambda _: None)
     say(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
-        f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images | "
+        f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images, validating on "
+        f"{val_note} | "
         f"iterations {start}->{total_iters}"
         + f" | global batch {global_batch_text(cfg, ddp.world_size)}"
     )
@@ -292,19 +286,27 @@ def train(
             for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
                 if k in last:
                     metrics[k] = last[k]
-            append_jsonl(
-                metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
-            )
             eval_dir = run_path / "eval"
             eval_dir.mkdir(exist_ok=True)
             (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
-            write_json(run_path / "metrics.json", metrics)
-            last.update(metrics)
             say(
-                f"eval @ {done}: "
+                f"eval @ {done} on {val_split}: "
                 + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
                 + f" | cls F1 {result.cls_f1:.3f}"
             )
+            if is_last and cfg.train.final_full_val:
+                full, full_result = full_validation(model, cfg, validated=val_split, last=metrics, class_names=names,
+                                                    device=device, autocast=autocast, log=say)
+                metrics.update(full)
+                if full_result is not None:
+                    (eval_dir / f"full_iter_{done:06d}.md").write_text(format_table(full_result.scores, names))
+                say(f"full validation @ {done} on {cfg.data.val_split}: "
+                    + " ".join(f"{o} {metrics[f'val_full/{o}/miou']:.2f}" for o in result.scores))
+            append_jsonl(
+                metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
+            )
+            write_json(run_path / "metrics.json", metrics)
+            last.update(metrics)
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
         if do_ckpt and ddp.is_main:
