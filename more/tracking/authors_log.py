@@ -157,10 +157,14 @@ def parse_log(text: str) -> AuthorsLog:
             records[-1][3].append(line)
     current = 0  # the iteration the training has reached
     repeated: list[int] = []  # loss lines of an iteration already logged (a run resumed from an earlier checkpoint)
+    untabled: list[int] = []  # "Validating..." with no table after it (the published COCO log has several)
     pending: tuple[int, int, float | None] | None = None  # a validation: (iteration, timestamp, cls score)
     for number, stamp, message, more_lines in records:
         loss = _LOSS.match(message)
         if loss:
+            if pending is not None:  # training went on (or a resumed run started) without the validation's table
+                untabled.append(pending[0])
+                pending = None
             current = int(loss.group(1))
             try:
                 lr: float | None = _number(loss.group(4))
@@ -203,8 +207,11 @@ def parse_log(text: str) -> AuthorsLog:
     if repeated:
         log.notes.append(f"{len(repeated)} loss lines repeat an iteration logged before (iterations {repeated[0]} to "
                          f"{repeated[-1]}: a resumed run); the later values are kept")
-    if pending is not None and pending[0] not in log.validations and pending[2] is not None:
-        log.notes.append(f"the validation at iteration {pending[0]} has no table (the log ends before it)")
+    if pending is not None:
+        untabled.append(pending[0])
+    if untabled:
+        log.notes.append(f"'Validating...' without a table at iteration {', '.join(map(str, untabled))}: nothing to "
+                         f"import there")
     return log
 
 
