@@ -9,6 +9,11 @@ Under ``torch.distributed`` with several processes (see :mod:`more.train.distrib
 DistributedDataParallel: each process takes its own shard of every global batch (``train.batch_size`` per
 process), only rank 0 evaluates, writes the run folder and calls ``report``, every process resumes from the same
 checkpoint, and a non-finite loss on any process stops all of them at the same read point.
+
+With ``train.accum_steps`` > 1 every optimizer step runs that many micro-steps of ``train.batch_size`` images, each
+loss divided by ``accum_steps`` (under DDP only the last one's backward synchronises the processes): the update of the
+global batch ``processes x train.batch_size x train.accum_steps``, bit for bit DDP's on the same shards
+(``more.train.data_order``; ``tests/train/test_accumulation.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 
 from more.config import MoReConfig, save_config
-from more.config.batch import global_batch_text
+from more.config.batch import global_batch, global_batch_text
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import evaluate
 from more.model import build_model
@@ -198,7 +203,7 @@ def train(
         world_size=ddp.world_size,
         accum_steps=accum,
     )
-    global_batch = cfg.train.batch_size * ddp.world_size * accum
+    images_per_step = global_batch(cfg, ddp.world_size)
     sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
     first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
     window_steps, window_t0 = 0, time.perf_counter()
@@ -226,7 +231,7 @@ def train(
             labels = batch["labels"].to(device, non_blocking=True)
             shard = (k * ddp.world_size + ddp.rank) * cfg.train.batch_size
             out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast,
-                                share=(shard, global_batch))
+                                share=(shard, images_per_step))
             # DDP averages gradients over processes and 1/accum averages over micro-steps: the gradient of the
             # mean of the shards' losses. Only the last micro-step's backward synchronises the processes.
             with train_model.no_sync() if ddp.enabled and k < accum - 1 else contextlib.nullcontext():
@@ -252,7 +257,7 @@ def train(
                 **{f"train/{t}": v for t, v in zip(TERMS, means)},
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "time/sec_per_iter": sec_per_iter,
-                "time/images_per_sec": global_batch / max(sec_per_iter, 1e-12),
+                "time/images_per_sec": images_per_step / max(sec_per_iter, 1e-12),
             }
             if ddp.is_main:
                 append_jsonl(metrics_file, rec)
