@@ -187,6 +187,7 @@ def train(
         f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images, validating on "
         f"{val_note} | "
         f"iterations {start}->{total_iters}"
+        + (f" | {ddp.world_size} DDP processes x {cfg.train.batch_size} images" if ddp.enabled else "")
         + f" | global batch {global_batch_text(cfg, ddp.world_size)}"
     )
 
