@@ -24,12 +24,18 @@ COMMANDS: dict[str, str] = {
     "search": "Optuna searches: thresholds over cached maps, or training hyperparameters through Ray Tune.",
     "report": "Regenerate the paper's tables (ablation, per-class, sensitivity) from tracked runs.",
     "ui": "Start the MLflow UI on 127.0.0.1 over the embedded tracking store.",
+    "import-log": "The authors' training log (zwyang6/MoRe format) as an MLflow run beside ours.",
 }
+
+
+def module_name(command: str) -> str:
+    """``import-log`` -> ``more.commands.import_log``."""
+    return f"more.commands.{command.replace('-', '_')}"
 
 
 def available() -> dict[str, str]:
     """Subcommands whose module is installed (a missing one is never listed, never a traceback)."""
-    return {name: text for name, text in COMMANDS.items() if importlib.util.find_spec(f"more.commands.{name}")}
+    return {name: text for name, text in COMMANDS.items() if importlib.util.find_spec(module_name(name))}
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -39,7 +45,7 @@ def _top_parser() -> argparse.ArgumentParser:
         description="MoRe weakly supervised segmentation: training, evaluation, ablations, searches and reports.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="subcommands:\n"
-        + "\n".join(f"  {name:<8} {text}" for name, text in commands.items())
+        + "\n".join(f"  {name:<10} {text}" for name, text in commands.items())
         + "\n\nRun `python -m more SUBCOMMAND --help` for the options of one subcommand.",
     )
     parser.add_argument("command", choices=list(commands), metavar="SUBCOMMAND", help="one of: " + ", ".join(commands))
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in available():
         top.parse_args(argv[:1])  # prints the choices and exits 2
-    module = importlib.import_module(f"more.commands.{name}")
+    module = importlib.import_module(module_name(name))
     parser = argparse.ArgumentParser(prog=f"python -m more {name}", description=COMMANDS[name])
     module.add_arguments(parser)
     try:  # lets dotted overrides follow options (`infer CKPT --task seeds eval.bkg_thre=0.4`)
@@ -89,6 +95,7 @@ USER_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("more.data.description", "DatasetError", "error"),
     ("more.data.prepare.common", "PrepareError", "error"),
     ("more.data.prepare.sources", "SourceError", "error"),
+    ("more.tracking.authors_log", "LogFormatError", "error"),
 )
 
 

@@ -1,7 +1,7 @@
 """Run ``more`` beside the authors' code (zwyang6/MoRe at d733d34) and print one equivalence table.
 
     PYTHONPATH=$PWD python tools/check_reference.py --ref /path/to/MoRe [--rloss DIR] [--only PATTERN]
-        [--golden-out tests/golden]
+        [--modules GLOB] [--golden-out tests/golden]
 
 The reference is imported from ``--ref`` at run time (nothing of it is copied here). Every module in
 ``tools/refcheck/`` with a ``checks(ref) -> list[Row]`` function contributes rows; with ``--golden-out`` the
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with rloss's built bilateralfilter module (default: exact-Gaussian stand-in)")
     parser.add_argument("--only", default=None, help="run only rows whose component matches this glob, e.g. 'GCR*'")
     parser.add_argument("--golden-out", type=Path, default=None, help="also write the golden fixtures here")
+    parser.add_argument("--modules", default=None,
+                        help="run only the check modules of tools/refcheck whose name matches this glob (e.g. "
+                             "'checkpoint*'); with --golden-out only their fixtures are written ('golden' = the core "
+                             "fixtures of golden.py)")
     parser.add_argument("--allow-other-commit", action="store_true", help="warn instead of failing on another commit")
     args = parser.parse_args(argv)
 
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     writers = []  # check modules that also write golden fixtures (``write_golden(ref, out_dir, *, command)``)
     try:
         with load_reference(args.ref, rloss_dir=args.rloss, allow_other_commit=args.allow_other_commit) as ref:
-            for name in check_modules():
+            selected = [n for n in check_modules() if not args.modules
+                        or fnmatch.fnmatch(n.rsplit(".", 1)[1], args.modules)]
+            for name in selected:
                 started = time.perf_counter()
                 module = importlib.import_module(name)
                 if not hasattr(module, "checks"):
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 from tools.refcheck import golden
 
                 command = "python " + " ".join(sys.argv)
-                for writer in [golden, *writers]:
+                core = [golden] if not args.modules or fnmatch.fnmatch("golden", args.modules) else []
+                for writer in [*core, *writers]:
                     write = writer.write if writer is golden else writer.write_golden
                     print(f"[golden fixtures ({writer.__name__}): {write(ref, args.golden_out, command=command)}]",
                           file=sys.stderr)

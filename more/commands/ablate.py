@@ -76,6 +76,7 @@ def dry_run_text(spec: AblationSpec, trials: list[Trial], digest: str, *, checks
         f"metric {spec.metric} ({spec.mode}); resources per trial: {_resources_text(spec)}; "
         f"max concurrent: {spec.max_concurrent or 'unlimited'}; "
         f"max failures: {spec.max_failures}",
+        f"global batch (processes x train.batch_size x train.accum_steps): {_global_batch_text(spec, trials)}",
         "",
     ]
     rows = [("trial", "condition", "overrides", "seed")]
@@ -110,6 +111,13 @@ def _resources_text(spec: AblationSpec) -> str:
     if res.workers == 1:
         return f"{res.cpus:g} CPU, {res.gpus:g} GPU"
     return f"{res.workers} DDP workers x ({res.cpus:g} CPU, {res.gpus_per_worker:g} GPU)"
+
+
+def _global_batch_text(spec: AblationSpec, trials: list[Trial]) -> str:
+    from more.config.batch import global_batches_text
+    from more.harness.spec import trial_config
+
+    return global_batches_text([trial_config(spec, t) for t in trials], spec.resources.workers)
 
 
 def _overrides_text(overrides: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from more.config import dump_yaml, load_config
+from more.config.batch import global_batch_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, check_paths=args.check_paths)
     if args.action == "show":
         print(dump_yaml(cfg), end="")
+        print(f"# global batch: {global_batch_text(cfg)} (an ablation spec's resources.workers sets the processes)")
     else:
         print(f"ok: {args.config} ({cfg.name}, fidelity={cfg.fidelity})")
     return 0

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint file or folder (RUN/checkpoints/iter_N), or a run folder (its newest)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the saved config, e.g. eval.batch_size=4")
     parser.add_argument("--split", help="split to evaluate (default: eval.split of the config)")
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="preset or experiment YAML (+ the overrides) instead of the run's config.yaml; needed "
+                             "for a checkpoint in the authors' format (zwyang6/MoRe's model_iter_N.pth)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/eval_<split>)")
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from more.train.checkpoint import CheckpointError
 
     try:
-        loaded = load_run(args.checkpoint, args.overrides)
+        loaded = load_run(args.checkpoint, args.overrides, config=args.config)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "segmentation; cam2seg: seeds from predicted labels (label-free)")
     parser.add_argument("--source", choices=("cam", "lam"), default="cam", help="score map for seeds/masks/cam2seg")
     parser.add_argument("--split", help="split (default: train for seeds/masks, eval.split for seg/cam2seg)")
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="preset or experiment YAML (+ the overrides) instead of the run's config.yaml; needed "
+                             "for a checkpoint in the authors' format (zwyang6/MoRe's model_iter_N.pth)")
     parser.add_argument("--multiscale", action="store_true",
                         help="scales eval.infer_multiscale instead of eval.infer_cam_scales (seeds/masks/cam2seg)")
     parser.add_argument("--crf", action="store_true", help="also DenseCRF (seg, cam2seg; seeds --crf = masks)")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     options = infer.InferOptions(task=args.task, source=args.source, multiscale=args.multiscale, crf=args.crf,
                            workers=args.workers)
     try:
-        loaded = infer.load_run(args.checkpoint, args.overrides)
+        loaded = infer.load_run(args.checkpoint, args.overrides, config=args.config)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -406,6 +406,7 @@ POSITIVE = [
     "optim.power",
     "train.max_iters",
     "train.batch_size",
+    "train.accum_steps",
     "train.log_every",
     "train.eval_every",
     "train.ckpt_every",

@@ -21,14 +21,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "coco",
         "data.dataset": "coco",
         "data.root": "work/data/COCO",
-        "data.train_split": "train",  # the lists train_coco.py reads (--train_set train, --val_set val_part);
-        "data.val_split": "val_part",  # `data prepare coco` writes them, val_part = the first 5000 of val
+        "data.train_split": "train",  # the lists `data prepare coco` writes, as train_coco.py reads them;
+        "data.val_split": "val",  # training validates on train.val_subset (val_part = the first 5000 of val)
         "data.augmentation": "coco",
         "data.jitter_prob": 0.8,
         "train.max_iters": 80000,
         "train.batch_size": 4,
         "train.eval_every": 4000,
         "train.ckpt_every": 1000,
+        "train.val_subset": "val_part",  # train_coco.py validates on val_part; used when ImageSets/val_part.txt exists
         "lir.cre_weight": 0.1,
         "lir.ure_weight": 0.01,
         "lir.cre_temperature": 0.1,

@@ -159,7 +159,14 @@ class TrainConfig:
     """The training loop (MORE_SPEC §4.2)."""
 
     max_iters: int = 20000
-    batch_size: int = 4
+    batch_size: int = 4  # images per process and micro-step
+    # Gradient accumulation: micro-steps of batch_size images per optimizer step. The global batch is
+    # processes x batch_size x accum_steps; 1 process x 2 x 4 gives the update of the reference's 2-GPU x 4 COCO run.
+    accum_steps: int = 1
+    # A subset of data.val_split validated during training when its list is in the data root (coco preset: the
+    # authors' val_part, the first 5000 val2014 images); empty or no list: the whole data.val_split.
+    val_subset: str = ""
+    final_full_val: bool = False  # after the last iteration also validate the whole data.val_split (val_full/...)
     seed: int = 0
     log_every: int = 200  # losses are read from the device only every n steps
     eval_every: int = 2000

@@ -76,26 +76,33 @@ def run_config_path(checkpoint_file: Path) -> Path:
     raise CheckpointError(f"no config.yaml for checkpoint {checkpoint_file} (looked for {candidates[0]})")
 
 
-def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] | dict[str, Any] | None = None) -> LoadedRun:
+def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] | dict[str, Any] | None = None, *,
+             config: str | os.PathLike | None = None) -> LoadedRun:
     """Load a checkpoint and its run's config, apply dotted overrides, build the model and restore its weights.
 
     Args:
-        checkpoint: a checkpoint file, a checkpoint folder (``RUN/checkpoints/iter_N``) or a run folder (newest).
+        checkpoint: a checkpoint file, a checkpoint folder (``RUN/checkpoints/iter_N``) or a run folder (newest);
+            also a checkpoint in the authors' format (zwyang6/MoRe's ``model_iter_N.pth``), which needs ``config``.
         overrides: dotted ``key=value`` overrides on top of the saved config (e.g. ``eval.batch_size=4``).
+        config: a preset or experiment YAML to use instead of the run's saved config (the authors' checkpoints
+            carry none).
 
     Raises:
         CheckpointError: the checkpoint or its config is missing, unreadable or does not fit the model.
         ConfigError: a bad override.
     """
     from more.model import build_model
+    from more.train.checkpoint import checkpoint_config
     from more.train.trainer import resolve_device, use_autocast
 
-    payload = load_checkpoint(checkpoint, map_location="cpu")
+    payload = load_checkpoint(checkpoint, map_location="cpu", authors=True)  # ours, or the authors' state dict
     file = Path(payload["path"])
-    config_path = run_config_path(file)
-    cfg = from_dict(read_yaml(config_path), where=f"{config_path}: ")
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
+    cfg = checkpoint_config(payload, config, overrides)  # --config, or None: the run's own config.yaml
+    if cfg is None:
+        config_path = run_config_path(file)
+        cfg = from_dict(read_yaml(config_path), where=f"{config_path}: ")
+        if overrides:
+            cfg = apply_overrides(cfg, overrides)
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
     device = resolve_device(cfg.runtime.device)

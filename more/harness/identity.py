@@ -39,6 +39,9 @@ RUNTIME_KEYS = frozenset({
     "data.synth_generate", "eval.crf_workers", "eval.num_vis", "train.keep_ckpts", "train.ckpt_every",
 })
 PATH_KEYS = ("data.root", "data.labels_file", "model.pretrained")  # replaced by identities of their contents
+# Keys added after trials were first tracked, left out while at these defaults (which compute what the code did
+# before them), so that earlier trials keep their config keys (``--reuse-across-commits`` matches on those).
+LATER_KEYS = {"train.accum_steps": 1, "train.val_subset": "", "train.final_full_val": False}
 _KEY_CHARS = 16
 
 
@@ -178,7 +181,9 @@ def dataset_identity(cfg: MoReConfig, *, memo: dict | None = None) -> dict[str, 
 
     root = Path(cfg.data.root)
     lists = {}
-    for split in dict.fromkeys((cfg.data.train_split, cfg.data.val_split, cfg.eval.split)):
+    # train.val_subset's list decides what training validates on when it exists (None when absent: no subset)
+    for split in dict.fromkeys(s for s in (cfg.data.train_split, cfg.data.val_split, cfg.eval.split,
+                                           cfg.train.val_subset) if s):
         f = split_files(root, cfg.data.dataset, split).list_file
         lists[split] = _sha(f.read_bytes()) if f.is_file() else None
     tree = _memoised(memo, ("tree", str(root.resolve())), lambda: tree_fingerprint(root)) if root.is_dir() else None
@@ -206,7 +211,8 @@ def identity_payload(cfg: MoReConfig, *, stop: dict[str, float], scheduler: dict
                      metric: str, mode: str, memo: dict | None = None) -> dict[str, Any]:
     """The canonical content behind :func:`config_key` (useful to see why two keys differ); ``memo`` shares the
     dataset and file identities between the trials of one spec."""
-    flat = {k: v for k, v in to_flat(cfg).items() if k not in RUNTIME_KEYS and k not in PATH_KEYS}
+    flat = {k: v for k, v in to_flat(cfg).items()
+            if k not in RUNTIME_KEYS and k not in PATH_KEYS and not (k in LATER_KEYS and LATER_KEYS[k] == v)}
     labels = cfg.data.labels_file
     rules = {k: v for k, v in stop.items() if k != "iter"}
     return {

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from more.config import MoReConfig, save_config
 
 CKPT_FILE = "checkpoint.pt"
 ITERATION_FILE = "iteration"
+AUTHORS = "authors"  # the "format" of a payload read from the authors' checkpoint (see load_checkpoint)
 
 
 class CheckpointError(RuntimeError):
@@ -111,17 +114,37 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"no checkpoint at {p} (expected {CKPT_FILE}, a checkpoint folder, or a run folder)")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); a clear error for missing or corrupt files."""
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", authors: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); a clear error for missing or corrupt files.
+
+    Args:
+        authors: also accept a checkpoint in the authors' format (``scripts/train_voc.py``'s state dict, or
+            ``train_coco.py``'s ``{"step", "model_state_dict", ...}``; see :mod:`more.model.reference_names`). It
+            comes back as ``{"format": "authors", "model": <their state dict, their names>, "iteration", "path"}``:
+            :func:`load_model_weights` maps the names. It holds weights only, so it cannot resume training.
+    """
+    from more.model.reference_names import reference_state_dict
+
     file = resolve_checkpoint(path)
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise CheckpointError(f"cannot read checkpoint {file}: {refusal_text(exc)}") from None
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"{file} is not a MoRe checkpoint (no 'model' entry)")
-    payload["path"] = str(file)
-    return payload
+    if isinstance(payload, dict) and "model" in payload:
+        payload["path"] = str(file)
+        return payload
+    state = reference_state_dict(payload)
+    if state is None:
+        raise CheckpointError(f"{file} is not a MoRe checkpoint (no 'model' entry) nor one in the authors' format")
+    if not authors:
+        raise CheckpointError(f"{file} is a checkpoint in the authors' format (zwyang6/MoRe): it holds weights only, "
+                              f"so it cannot resume training; `eval` and `infer` read it with --config")
+    step = payload.get("step") if isinstance(payload, dict) else None
+    match = re.search(r"iter_(\d+)", file.name)
+    iteration = int(step) if isinstance(step, int) else int(match.group(1)) if match else -1
+    return {"format": AUTHORS, "model": state, "iteration": iteration, "path": str(file)}
 
 
 def refusal_text(exc: BaseException) -> str:
@@ -137,7 +160,64 @@ def refusal_text(exc: BaseException) -> str:
 
 
 def load_model_weights(model: torch.nn.Module, payload: dict[str, Any]) -> None:
+    """Restore every weight strictly; an authors'-format payload through the name map (their names in errors)."""
+    state = authors_weights(model, payload) if payload.get("format") == AUTHORS else payload["model"]
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{payload.get('path', 'checkpoint')} does not fit this model: {exc}") from None
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def authors_weights(model: torch.nn.Module, payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The authors' state dict under our names, checked against ``model`` before anything is loaded.
+
+    Raises:
+        CheckpointError: naming (in the authors' names) every weight the model needs and the file lacks, every
+            weight of the file the model has no place for, and every shape that differs.
+    """
+    from more.model.reference_names import from_reference, reference_name
+
+    def theirs(name: str) -> str:
+        try:
+            return reference_name(name)
+        except KeyError:
+            return name
+
+    ours, unknown = from_reference(payload["model"])
+    expected = model.state_dict()
+    missing = [theirs(k) for k in expected if k not in ours]
+    unexpected = unknown + [theirs(k) for k in ours if k not in expected]
+    shapes = [f"{theirs(k)} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in ours.items()
+              if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    problems = [f"{label}: {_listing(names)}" for label, names in
+                (("missing", missing), ("unexpected", unexpected), ("shape (file vs config)", shapes)) if names]
+    if problems:
+        raise CheckpointError(f"{payload['path']}: the authors' weights do not fit the model of this config ("
+                              + "; ".join(problems) + "). Check the config given with --config and its overrides: "
+                              "the dataset's classes, model.variant, model.num_registers, model.decoder_channels, "
+                              "gcr.enabled")
+    return ours
+
+
+def checkpoint_config(payload: dict[str, Any], config: str | os.PathLike | None,
+                      overrides: Sequence[str] | dict[str, Any] | None = None) -> MoReConfig | None:
+    """The config given for a loaded checkpoint (a preset or experiment YAML, plus overrides), or None to use the
+    run's own ``config.yaml``.
+
+    Raises:
+        CheckpointError: an authors'-format checkpoint without ``config``: it carries none.
+    """
+    if config is None:
+        if payload.get("format") == AUTHORS:
+            raise CheckpointError(f"{payload['path']} is a checkpoint in the authors' format (zwyang6/MoRe), which "
+                                  f"carries no config: give the one it was trained with, e.g. --config "
+                                  f"experiments/voc.yaml (plus overrides such as data.root=...)")
+        return None
+    from more.config import load_config
+
+    return load_config(str(config), dict(overrides) if isinstance(overrides, dict) else list(overrides or []))

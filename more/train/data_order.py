@@ -4,9 +4,12 @@ The order of epoch ``e`` is a permutation drawn from ``(seed, e)``; the augmenta
 ``(seed, e, index)``. A run resumed at (epoch, batch position) therefore sees exactly the batches, and exactly the
 augmentations, that an uninterrupted run would have seen, whatever the number of loader workers.
 
-With several DDP processes the plan is drawn in global batches of ``world_size * batch_size`` keys and process
-``rank`` takes the ``rank``-th slice of each: the shards are disjoint, a position counts global batches (the same
-number on every process), and one process (``world_size=1``) gets exactly the single-process order.
+With several DDP processes and/or gradient accumulation the plan is drawn in global batches of
+``world_size * accum_steps * batch_size`` keys. A global batch is cut into ``world_size * accum_steps`` shards of
+``batch_size`` in plan order; micro-step ``k`` of process ``rank`` takes shard ``k * world_size + rank``. So the
+shards are disjoint, a position counts global batches (the same number on every process), one process without
+accumulation gets exactly the single-process order, and 1 process x 8 images, 2 processes x 4 and 1 process x 2
+micro-steps x 4 all see the same eight images per optimizer step (``tests/train/test_accumulation.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class EpochBatches:
 
     def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
         if num_samples < batch_size:
-            raise ValueError(f"the training split has {num_samples} images, fewer than train.batch_size={batch_size}")
+            raise ValueError(f"the training split has {num_samples} images, fewer than the global batch of "
+                             f"{batch_size} (processes x train.batch_size x train.accum_steps)")
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed
@@ -76,20 +80,27 @@ def iterate_batches(
     pin_memory: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    accum_steps: int = 1,
 ) -> Iterator[tuple[int, int, dict]]:
-    """Yield ``(epoch, position_after_this_batch, batch)`` forever, starting at (start_epoch, start_position).
+    """Yield ``(epoch, position, batch)`` forever, starting at (start_epoch, start_position).
 
-    ``batch_size`` is per process; with ``world_size`` > 1 this process gets its ``rank``-th share of each global
-    batch (see the module docstring).
+    ``batch_size`` is per process and micro-step. Each global batch yields ``accum_steps`` batches in a row (this
+    process's shards, see the module docstring); ``position`` is the number of global batches of the epoch done once
+    the global batch the yielded one belongs to is done, so the position after an optimizer step is the one yielded
+    with its last micro-batch.
     """
     wrapped = SeededSamples(dataset, seed)
-    plan = EpochBatches(len(wrapped), batch_size * world_size, seed)
+    plan = EpochBatches(len(wrapped), batch_size * world_size * accum_steps, seed)
     epoch, pos = start_epoch, start_position
     while True:
-        batches = [b[rank * batch_size : (rank + 1) * batch_size] for b in plan.epoch(epoch)[pos:]]
-        if batches:
-            loader = DataLoader(wrapped, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory)
-            for batch in loader:
-                pos += 1
-                yield epoch, pos, batch
+        shards, positions = [], []
+        for after, keys in enumerate(plan.epoch(epoch)[pos:], start=pos + 1):
+            for k in range(accum_steps):
+                s = k * world_size + rank
+                shards.append(keys[s * batch_size : (s + 1) * batch_size])
+                positions.append(after)
+        if shards:
+            loader = DataLoader(wrapped, batch_sampler=shards, num_workers=num_workers, pin_memory=pin_memory)
+            for after, batch in zip(positions, loader):
+                yield epoch, after, batch
         epoch, pos = epoch + 1, 0

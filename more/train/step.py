@@ -26,6 +26,7 @@ from more.losses import (
     total_loss,
     ure_loss,
 )
+from more.losses.lir import ure_crop_shape
 from more.model.heads import lam as lam_map
 from more.pseudo.cam import minmax_normalize, multi_scale_cam, token_masks
 from more.pseudo.par import refine_cams_with_bkg
@@ -105,11 +106,18 @@ def training_step(
     n: int,
     generator: torch.Generator | None = None,
     autocast: bool = False,
+    share: tuple[int, int] | None = None,
 ) -> StepOutput:
     """Compute every loss of iteration ``n`` (no backward, no optimizer step).
 
     ``model`` may be wrapped (``torch.compile``, DistributedDataParallel): its one gradient forward goes through
     the wrapper.
+
+    Args:
+        share: ``(first, total)``: these images are rows ``first ..`` of the step's global batch of ``total``
+            images (a DDP process's or an accumulation micro-step's shard). L_ure's random scores are drawn from
+            ``generator`` for the whole global batch and this shard's rows are used, so the draws of an image do not
+            depend on how the global batch is split. None: the images are the whole global batch.
     """
     device_type = images.device.type
     # the CAMs need no gradient sync: under DistributedDataParallel they come from the wrapped model itself
@@ -145,6 +153,9 @@ def training_step(
     features = out.features.float()
     tokens = out.tokens.float()
     lir = cfg.lir
+    first, total = share if share is not None else (0, images.shape[0])
+    crop = ure_crop_shape(*grid, lir.ure_kernel)
+    ure_scores = torch.rand((total, *crop), generator=generator, device=images.device)[first : first + len(images)]
     terms = {
         "cls": classification_loss(logits=out.cls_logits.float(), labels=labels),
         "cls_aux": classification_loss(logits=out.cls_aux_logits.float(), labels=labels),
@@ -170,7 +181,7 @@ def training_step(
             use_abs=lir.ure_abs,
             fallback=lir.ure_fallback,
             token_offset=lir.ure_token_offset,
-            generator=generator,
+            scores=ure_scores,
         ),
         "ptc": ptc_loss(features=features, mask=masks.ptc),
         "seg": seg_loss(logits=out.seg_logits.float(), target=y_ref),

@@ -9,10 +9,16 @@ Under ``torch.distributed`` with several processes (see :mod:`more.train.distrib
 DistributedDataParallel: each process takes its own shard of every global batch (``train.batch_size`` per
 process), only rank 0 evaluates, writes the run folder and calls ``report``, every process resumes from the same
 checkpoint, and a non-finite loss on any process stops all of them at the same read point.
+
+With ``train.accum_steps`` > 1 every optimizer step runs that many micro-steps of ``train.batch_size`` images, each
+loss divided by ``accum_steps`` (under DDP only the last one's backward synchronises the processes): the update of the
+global batch ``processes x train.batch_size x train.accum_steps``, bit for bit DDP's on the same shards
+(``more.train.data_order``; ``tests/train/test_accumulation.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -24,8 +30,9 @@ import numpy as np
 import torch
 
 from more.config import MoReConfig, save_config
+from more.config.batch import global_batch, global_batch_text
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
-from more.eval.evaluate import EvalResult, evaluate
+from more.eval.evaluate import evaluate
 from more.model import build_model
 from more.provenance import git_sha
 from more.pseudo.par import PAR
@@ -41,6 +48,7 @@ from more.train.distributed import barrier, dist_info, first_bad_across, mean_ac
 from more.train.optim import PolyWarmupAdamW
 from more.train.progress import Progress
 from more.train.step import TERMS, training_step
+from more.train.validation import eval_metrics, full_validation, training_val_split
 
 Report = Callable[[dict[str, float], "str | None"], None]
 
@@ -86,15 +94,6 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]:
-    metrics = result.flat()
-    for out, s in result.scores.items():
-        for name, iou, confusion in zip(class_names, s.iou, s.confusion):
-            metrics[f"val/{out}/iou/{name}"] = 100.0 * float(iou)
-            metrics[f"val/{out}/confusion/{name}"] = float(confusion)
-    return metrics
-
-
 def train(
     cfg: MoReConfig,
     *,
@@ -136,7 +135,8 @@ def train(
         if not ddp.is_main:
             ensure_dataset(cfg)
     train_set = build_train_dataset(cfg)
-    val_set = build_eval_dataset(cfg, cfg.data.val_split) if ddp.is_main else None
+    val_split, val_note = training_val_split(cfg)
+    val_set = build_eval_dataset(cfg, val_split) if ddp.is_main else None
     val_loader = torch.utils.data.DataLoader(
         val_set,
         batch_size=cfg.eval.batch_size,
@@ -184,11 +184,14 @@ def train(
     say = (log or progress.line) if ddp.is_main else (lambda _: None)
     say(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
-        f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images | "
+        f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images, validating on "
+        f"{val_note} | "
         f"iterations {start}->{total_iters}"
         + (f" | {ddp.world_size} DDP processes x {cfg.train.batch_size} images" if ddp.enabled else "")
+        + f" | global batch {global_batch_text(cfg, ddp.world_size)}"
     )
 
+    accum = cfg.train.accum_steps
     batches = iterate_batches(
         train_set,
         batch_size=cfg.train.batch_size,
@@ -199,11 +202,12 @@ def train(
         pin_memory=device.type == "cuda",
         rank=ddp.rank,
         world_size=ddp.world_size,
+        accum_steps=accum,
     )
+    images_per_step = global_batch(cfg, ddp.world_size)
     sums = torch.zeros(len(TERMS) + 1, device=device)  # running sums of unweighted terms + total
     first_bad = torch.full((len(TERMS) + 1,), -1, dtype=torch.long, device=device)
     window_steps, window_t0 = 0, time.perf_counter()
-    ddp_rank = (ddp.rank,) if ddp.enabled else ()  # each process draws its own random numbers (URE sampling)
     last: dict[str, float] = {"iter": float(start)}
     sec_per_iter = float("nan")
 
@@ -219,19 +223,25 @@ def train(
             )
 
     for n in range(start, total_iters):
-        epoch, position, batch = next(batches)
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E, *ddp_rank))
-        out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast)
         optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        for k in range(accum):
+            # L_ure's draws: every shard draws the step's whole global batch from the same seed and keeps its rows
+            gen = torch.Generator(device=device).manual_seed(_mix(cfg.train.seed, n, 0x0E5E))
+            epoch, position, batch = next(batches)
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["labels"].to(device, non_blocking=True)
+            shard = (k * ddp.world_size + ddp.rank) * cfg.train.batch_size
+            out = training_step(step_model, par, images, labels, cfg=cfg, n=n, generator=gen, autocast=autocast,
+                                share=(shard, images_per_step))
+            # DDP averages gradients over processes and 1/accum averages over micro-steps: the gradient of the
+            # mean of the shards' losses. Only the last micro-step's backward synchronises the processes.
+            with train_model.no_sync() if ddp.enabled and k < accum - 1 else contextlib.nullcontext():
+                (out.total / accum if accum > 1 else out.total).backward()
+            values = torch.stack([out.unweighted[t].float() for t in TERMS] + [out.total.detach().float()])
+            finite = torch.isfinite(values)
+            first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, n), first_bad)
+            sums += torch.where(finite, values, torch.zeros_like(values)) / accum
         optimizer.step()
-
-        values = torch.stack([out.unweighted[t].float() for t in TERMS] + [out.total.detach().float()])
-        finite = torch.isfinite(values)
-        first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, n), first_bad)
-        sums += torch.where(finite, values, torch.zeros_like(values))
         window_steps += 1
         done = n + 1
         progress.update(done, f"loss {last.get('train/loss', float('nan')):.4f}")
@@ -248,7 +258,7 @@ def train(
                 **{f"train/{t}": v for t, v in zip(TERMS, means)},
                 "train/lr": optimizer.param_groups[0]["lr"],
                 "time/sec_per_iter": sec_per_iter,
-                "time/images_per_sec": cfg.train.batch_size * ddp.world_size / max(sec_per_iter, 1e-12),
+                "time/images_per_sec": images_per_step / max(sec_per_iter, 1e-12),
             }
             if ddp.is_main:
                 append_jsonl(metrics_file, rec)
@@ -282,19 +292,27 @@ def train(
             for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
                 if k in last:
                     metrics[k] = last[k]
-            append_jsonl(
-                metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
-            )
             eval_dir = run_path / "eval"
             eval_dir.mkdir(exist_ok=True)
             (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
-            write_json(run_path / "metrics.json", metrics)
-            last.update(metrics)
             say(
-                f"eval @ {done}: "
+                f"eval @ {done} on {val_split}: "
                 + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
                 + f" | cls F1 {result.cls_f1:.3f}"
             )
+            if is_last and cfg.train.final_full_val:
+                full, full_result = full_validation(model, cfg, validated=val_split, last=metrics, class_names=names,
+                                                    device=device, autocast=autocast, log=say)
+                metrics.update(full)
+                if full_result is not None:
+                    (eval_dir / f"full_iter_{done:06d}.md").write_text(format_table(full_result.scores, names))
+                say(f"full validation @ {done} on {cfg.data.val_split}: "
+                    + " ".join(f"{o} {metrics[f'val_full/{o}/miou']:.2f}" for o in result.scores))
+            append_jsonl(
+                metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
+            )
+            write_json(run_path / "metrics.json", metrics)
+            last.update(metrics)
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
         if do_ckpt and ddp.is_main:

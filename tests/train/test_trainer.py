@@ -33,10 +33,11 @@ def test_tiny_run_writes_config_metrics_checkpoints_and_reports(tiny_cfg, tmp_pa
     assert (run / "eval" / "iter_000006.md").read_text().count("|") > 10
 
 
-def test_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("extra", [(), ("train.batch_size=2", "train.accum_steps=2")], ids=["plain", "accumulation"])
+def test_resumed_run_ends_like_an_uninterrupted_one(tiny_cfg, tmp_path, extra):
+    cfg = tiny_cfg(*extra)
     full = train(cfg, run_dir=tmp_path / "full", log=lambda _: None)
-    short = tiny_cfg("train.max_iters=6")
+    short = tiny_cfg("train.max_iters=6", *extra)
 
     # interrupt after the first checkpoint (iteration 3) by stopping from the report callback
     class Stop(Exception):

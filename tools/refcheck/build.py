@@ -1,8 +1,8 @@
 """The same network on both sides: ``more``'s MoRe and the reference's ``model_mal.network``, one set of weights.
 
-Weights are drawn on our side (a seeded init) and copied into the reference through an explicit state-dict name
-map (``ref_name``); every parameter of either side must be accounted for, so a renamed or new parameter fails loudly
-instead of silently staying at its random init on one side.
+Weights are drawn on our side (a seeded init) and copied into the reference through the explicit state-dict name
+map of :mod:`more.model.reference_names` (``ref_name``); every parameter of either side must be accounted for, so a
+renamed or new parameter fails loudly instead of silently staying at its random init on one side.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from more.model.decoder import LargeFOV
 from more.model.gcr import GCR
 from more.model.heads import CamClassifier
 from more.model.more import MoRe
+from more.model.reference_names import REFERENCE_ONLY, reference_name
 from tools.refcheck.common import Reference
+
+__all__ = ["REFERENCE_ONLY", "SIZES", "Size", "build_ours", "build_reference", "copy_weights", "grads_by_our_name",
+           "paired", "ref_name", "voc_args"]
 
 NUM_REGISTERS = 4
 
@@ -44,19 +48,8 @@ SIZES = {
     "vit_b16": Size(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, decoder=512),
 }
 
-# Parameters that exist only in the reference and never influence an output (MORE_SPEC §1.2, §1.5).
-REFERENCE_ONLY = ("encoder.head.weight", "encoder.head.bias", "graph_layer._fc1.0.weight", "graph_layer._fc1.0.bias")
-
-
-def ref_name(ours: str) -> str:
-    """Our parameter name -> the reference ``network``'s name (the explicit state-dict map)."""
-    for prefix, target in (("backbone.", "encoder."), ("gcr.", "graph_layer."), ("decoder.", "decoder.")):
-        if ours.startswith(prefix):
-            return target + ours[len(prefix):]
-    if ours in ("classifier.conv.weight", "aux_classifier.conv.weight"):
-        return ours.replace(".conv.", ".")
-    raise KeyError(f"no reference name for parameter {ours!r}: extend tools/refcheck/build.py ref_name")
-
+# The explicit name map lives in the package (eval and infer load the authors' checkpoints through it).
+ref_name = reference_name
 
 def build_ours(
     size: Size, *, num_classes: int = 20, aux_layer: int = -3, weighting: str = "sum_product", seed: int = 0
