@@ -34,22 +34,28 @@ def eval_metrics(result: EvalResult, class_names: list[str], prefix: str = "val/
 
 
 def subset_list(cfg: MoReConfig) -> Path | None:
-    """The list file of ``train.val_subset`` in the data root, or None when it is not set."""
+    """The list file of ``train.val_subset`` in the data root, or None when it is not set or when a described
+    dataset (``dataset.yaml``) does not list such a split."""
     if not cfg.train.val_subset or cfg.train.val_subset == cfg.data.val_split:
         return None
+    from more.data.description import DatasetError
     from more.data.voc import split_files
 
-    return split_files(cfg.data.root, cfg.data.dataset, cfg.train.val_subset).list_file
+    try:
+        return split_files(cfg.data.root, cfg.data.dataset, cfg.train.val_subset).list_file
+    except DatasetError:  # the description names its splits: one it lacks is absent, like a missing list file
+        return None
 
 
 def training_val_split(cfg: MoReConfig) -> tuple[str, str]:
     """``(split, note)``: the split validated during training and a phrase saying why, for the run's first line."""
-    subset = subset_list(cfg)
-    if subset is None:
+    if not cfg.train.val_subset or cfg.train.val_subset == cfg.data.val_split:
         return cfg.data.val_split, cfg.data.val_split
-    if subset.is_file():
+    subset = subset_list(cfg)
+    if subset is not None and subset.is_file():
         return cfg.train.val_subset, f"{cfg.train.val_subset} (train.val_subset, part of {cfg.data.val_split})"
-    return cfg.data.val_split, f"{cfg.data.val_split} (train.val_subset={cfg.train.val_subset}: no {subset})"
+    missing = subset if subset is not None else f"split {cfg.train.val_subset!r} in {cfg.data.root}/dataset.yaml"
+    return cfg.data.val_split, f"{cfg.data.val_split} (train.val_subset={cfg.train.val_subset}: no {missing})"
 
 
 def full_validation(

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 import torch
 
 from more.config import load_config
@@ -41,6 +42,10 @@ def test_training_validates_the_subset_and_ends_with_the_whole_split(tiny_cfg, d
     lists = data_copy / "ImageSets" / "Segmentation"
     val = lists.joinpath("val.txt").read_text().split()
     lists.joinpath("val_part.txt").write_text("".join(f"{n}\n" for n in val[:3]))  # the first names, as the authors'
+    described = data_copy / "dataset.yaml"  # the synthetic set is read through its description: list the subset there
+    desc = yaml.safe_load(described.read_text())
+    desc["splits"]["val_part"] = "ImageSets/Segmentation/val_part.txt"
+    described.write_text(yaml.safe_dump(desc, sort_keys=False))
     cfg = tiny_cfg(f"data.root={data_copy}", "train.max_iters=3", "train.val_subset=val_part",
                    "train.final_full_val=true")
     lines, reports = [], []
@@ -67,7 +72,7 @@ def test_without_the_subset_list_training_validates_the_whole_split(tiny_cfg, da
                    "train.final_full_val=true")
     lines, reports = [], []
     train(cfg, run_dir=tmp_path / "run", log=lines.append, report=lambda m, c: reports.append(m))
-    missing = data_copy / "ImageSets" / "Segmentation" / "val_part.txt"
+    missing = f"split 'val_part' in {data_copy}/dataset.yaml"
     assert f"6 val images, validating on val (train.val_subset=val_part: no {missing})" in lines[0]
     final = reports[-1]
     full_keys = [k for k in final if k.startswith("val_full/")]
