@@ -226,8 +226,10 @@ def test_zips_and_the_coco_preset_train_on_it(coco, tmp_path, capsys):
 
     cfg = load_config("coco", [*TINY, f"data.root={out}", "train.max_iters=2", "train.eval_every=2",
                                "train.ckpt_every=2", f"runtime.out_dir={tmp_path / 'runs'}"])
-    assert (cfg.data.train_split, cfg.data.val_split) == ("train", "val_part")
-    result = train(cfg, run_dir=tmp_path / "runs" / "coco")
+    assert (cfg.data.train_split, cfg.data.val_split, cfg.train.val_subset) == ("train", "val", "val_part")
+    lines: list[str] = []
+    result = train(cfg, run_dir=tmp_path / "runs" / "coco", log=lines.append)
+    assert "validating on val_part (train.val_subset, part of val)" in lines[0]  # the list prepare wrote
     # 3 val images hold few of the 80 classes (the others' IoU is undefined); background is always there
     assert result["iter"] == 2 and 0.0 <= result["val/seg/iou/background"] <= 100.0
     assert "val/seg/iou/toothbrush" in result and "val/cam/iou/person" in result
