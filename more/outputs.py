@@ -116,6 +116,23 @@ def _first_foreign(folder: Path, recognised: Sequence[str]) -> str | None:
     return None
 
 
+def check_outside(path: str | os.PathLike, *, what: str, reads: Mapping[str, str | os.PathLike | None] | None,
+                  force: bool = False) -> None:
+    """Refuse an output (file or folder) that lies inside, or is, one of the dataset roots ``reads`` names.
+
+    Raises:
+        OutputError: naming the output, the root and ``--force``.
+    """
+    if force:
+        return
+    p = Path(path).expanduser().absolute()
+    for name, root in (reads or {}).items():
+        if root and Path(root).expanduser().exists() and is_inside(p, root):
+            raise OutputError(f"{what} {p}: is inside {name} {Path(root).expanduser()}, which this command reads; "
+                              f"writing there would change that dataset. Choose a folder outside it "
+                              f"(or add --force to write there anyway)")
+
+
 def check_output_dir(path: str | os.PathLike, *, what: str = "--out", reads: Mapping[str, str | os.PathLike] | None
                      = None, force: bool = False, recognised: Sequence[str] = ()) -> str:
     """Refuse an output folder that would touch what the user owns; write nothing. Returns a preflight line.
@@ -136,11 +153,7 @@ def check_output_dir(path: str | os.PathLike, *, what: str = "--out", reads: Map
     if p.exists() and not p.is_dir():
         raise OutputError(f"{what} {p}: is a file, expected a folder")
     if not force:
-        for name, root in (reads or {}).items():
-            if root is not None and Path(root).expanduser().exists() and is_inside(p, root):
-                raise OutputError(f"{what} {p}: is inside {name} {Path(root).expanduser()}, which this command reads; "
-                                  f"writing there would change that dataset. Choose a folder outside it "
-                                  f"(or add --force to write there anyway)")
+        check_outside(p, what=what, reads=reads)
         if p.is_dir():
             foreign = _first_foreign(p, recognised)
             if foreign is not None:

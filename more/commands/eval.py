@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the saved config, e.g. eval.batch_size=4")
     parser.add_argument("--split", help="split to evaluate (default: eval.split of the config)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/eval_<split>)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even where it holds files more did not create or lies inside data.root "
+                             "(refused otherwise)")
 
 
 def progress_printer(desc: str):
@@ -58,15 +61,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.cfg
     split = args.split or cfg.eval.split
     out = Path(args.out) if args.out else loaded.checkpoint.parent / f"eval_{split}"
-    from more.preflight import config_paths, output_dir
+    from more.outputs import check_output_dir, own_dir
+    from more.preflight import config_paths
 
-    output_dir(out, "--out" if args.out else "the output folder")  # before any work: --out may be a file
-    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False)  # the checkpoint holds every weight
+    # before any work: --out may be a file, a folder of the user's, or inside the dataset this reads
+    check_output_dir(out, what="--out" if args.out else "the output folder", reads={"data.root": cfg.data.root},
+                     force=args.force, recognised=("eval.json", "eval.md"))
+    # the split list, its masks and the labels file (the checkpoint holds every weight)
+    split_key = "--split" if args.split else "eval.split"
+    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False, splits={split_key: split})
     ensure_dataset(cfg, progress=log_stderr)
     try:
         dataset = build_eval_dataset(cfg, split)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as exc:  # a file changed since the check: still one line
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
                                          num_workers=cfg.data.num_workers, collate_fn=collate_eval,
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names)
     header = (f"# eval of {loaded.checkpoint}\n\niteration {loaded.iteration} | split {split} | "
               f"{result.num_images} images | classification F1 {result.cls_f1:.4f}\n\n")
-    out.mkdir(parents=True, exist_ok=True)
+    own_dir(out, command="eval")
     write_json_atomic(out / "eval.json", record)
     write_text_atomic(out / "eval.md", header + table + "\n")
     print(table)

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from more.config import MoReConfig, save_config
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import EvalResult, evaluate
 from more.model import build_model
+from more.outputs import own_dir
 from more.provenance import git_sha
 from more.pseudo.par import PAR
 from more.train.checkpoint import (
@@ -52,8 +54,10 @@ class TrainingDiverged(RuntimeError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        from more.input_checks import check_device
+
+        check_device(name)  # one line naming runtime.device (exit 2), not torch's error at the first .to(device)
     return torch.device(name)
 
 
@@ -68,6 +72,11 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
+
+
+# Files every run folder holds from its start: a folder with one of them was made by ``train`` (also before run
+# folders carried the marker of more.outputs), so a resumed run may write there.
+RUN_FILES = ("metrics.jsonl", "git.txt", "identity.json")
 
 
 def default_run_dir(cfg: MoReConfig) -> Path:
@@ -93,6 +102,25 @@ def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]
             metrics[f"val/{out}/iou/{name}"] = 100.0 * float(iou)
             metrics[f"val/{out}/confusion/{name}"] = float(confusion)
     return metrics
+
+
+def _datasets(cfg: MoReConfig, *, main: bool, world_size: int) -> tuple[Dataset, Dataset | None]:
+    """The training split and (on the main process) the validation split. The commands check both before any work
+    (:mod:`more.input_checks`); what only the build can find (images without a class skipped, a DDP batch larger
+    than the split, a harness trial on a node that lacks the files) is one line naming the split, not a traceback."""
+    from more.input_checks import DataInputError
+
+    try:
+        train_set = build_train_dataset(cfg)
+        val_set = build_eval_dataset(cfg, cfg.data.val_split) if main else None
+    except (FileNotFoundError, ValueError) as exc:  # read_split, image_labels and read_labels_file name the file
+        raise DataInputError(" ".join(str(exc).split())) from exc
+    batch = cfg.train.batch_size * world_size
+    if len(train_set) < batch:
+        raise DataInputError(f"data.train_split={cfg.data.train_split!r}: {len(train_set)} training image(s) with a "
+                             f"class, fewer than one batch of {batch} (train.batch_size={cfg.train.batch_size}"
+                             + (f" x {world_size} processes" if world_size > 1 else "") + ")")
+    return train_set, val_set
 
 
 def train(
@@ -135,8 +163,7 @@ def train(
         barrier()  # rank 0 generates a missing synthetic set; the others then only check it
         if not ddp.is_main:
             ensure_dataset(cfg)
-    train_set = build_train_dataset(cfg)
-    val_set = build_eval_dataset(cfg, cfg.data.val_split) if ddp.is_main else None
+    train_set, val_set = _datasets(cfg, main=ddp.is_main, world_size=ddp.world_size)
     val_loader = torch.utils.data.DataLoader(
         val_set,
         batch_size=cfg.eval.batch_size,
@@ -167,7 +194,7 @@ def train(
             raise CheckpointError(f"{payload['path']} does not fit this run (optimizer, data order or random "
                                   f"state): {type(exc).__name__}: {exc}") from None
     if ddp.is_main:  # only now: data, labels, weights, optimizer and the resumed checkpoint all fit
-        run_path.mkdir(parents=True, exist_ok=True)
+        own_dir(run_path, command="train")
         save_config(cfg, run_path / "config.yaml")
         (run_path / "git.txt").write_text(git_sha() + "\n")
         if resume:
