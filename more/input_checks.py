@@ -173,8 +173,19 @@ def _weights_problem(cfg: Any, source: str) -> str:
                 load_pretrained(backbone, source)
             _WEIGHTS_CHECKED[key] = ""
         except WeightsError as exc:
-            _WEIGHTS_CHECKED[key] = str(exc).removeprefix(f"pretrained weights '{source}': ")
+            _WEIGHTS_CHECKED[key] = _without_unsafe_advice(str(exc).removeprefix(f"pretrained weights '{source}': "))
     return _WEIGHTS_CHECKED[key]
+
+
+def _without_unsafe_advice(text: str) -> str:
+    """Torch's refusal of a file under ``weights_only=True`` advises retrying without it, which would run whatever
+    code the file holds; keep only its reason."""
+    if "weights_only" not in text:
+        return text
+    reason = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
+    head = text.split(":", 1)[0] if text.startswith(("UnpicklingError", "RuntimeError")) else "the file"
+    return (f"{head}: not a file of tensors that torch loads safely (weights_only=True)"
+            + (f" ({reason})" if reason else ""))
 
 
 def check_weights(cfg: Any, where: str = "") -> str:

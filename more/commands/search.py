@@ -87,6 +87,11 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
     if report_split == spec.tuning_split and not args.allow_same_split:
         print(_same_split_text(spec.tuning_split, "the checkpoint's eval.split"), file=sys.stderr)
         return 2
+    from more.preflight import config_paths
+
+    # both splits are scored: their lists, masks and the labels file, before the study is opened
+    config_paths(cfg, weights=False, splits={"tuning_split": spec.tuning_split,
+                                             "report_split" if spec.report_split else "eval.split": report_split})
     scales = spec.scales or list(cfg.eval.infer_cam_scales)
     ckpt_digest = file_digest(loaded.checkpoint)
     digest = search_hash(spec, extra={"checkpoint": ckpt_digest, "scales": scales})
