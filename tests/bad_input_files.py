@@ -170,6 +170,12 @@ def labels_file(d: Path, a: Assets, kind: str) -> str:
     return f"data.labels_file={path}"
 
 
+def labels_override(d: Path, a: Assets, kind: str) -> dict[str, str]:
+    """A wrong labels file as a spec's ``experiment.overrides`` mapping."""
+    key, value = labels_file(d, a, kind).split("=", 1)
+    return {key: value}
+
+
 def weights_file(d: Path, kind: str) -> str:
     """A ``model.pretrained`` file that does not load into vit_micro (``kind`` says how)."""
     import torch
@@ -196,8 +202,3 @@ def user_folder(d: Path, name: str) -> str:
     (d / name / "notes.txt").write_text("mine\n")
     return str(d / name)
 
-
-def override_map(override: str) -> dict[str, str]:
-    """``"key=value"`` as the ``{key: value}`` of a spec's ``experiment.overrides``."""
-    key, value = override.split("=", 1)
-    return {key: value}
