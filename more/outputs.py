@@ -21,15 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 MARK = ".more-output.json"
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() creates under the process's umask
 # The errno values that mean "no room": ENOSPC (device full), EDQUOT (quota), EFBIG (file too large for the fs).
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # What torch's zip writer says when the underlying write fails (it loses the errno): "[enforce fail at
@@ -236,9 +247,23 @@ def on_disk_full(where: str | os.PathLike, *, what: str, need: int | None = None
     except BaseException as exc:
         if isinstance(exc, DiskFullError) or not is_disk_full(exc):
             raise
+        # the failed writer's frames still hold its open file (torch.save's zip writer): close it, or the space of
+        # the removed file stays taken and the error reports less free than there is
+        _release_frames(exc)
         for path in cleanup:
             remove(path)
         raise disk_full_error(where, what=what, need=need) from exc
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames of ``exc`` and the exceptions chained to it, so objects
+    they hold (an open file) are released now rather than when the exception is."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 def remove(path: str | os.PathLike) -> None:
@@ -269,6 +294,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, what: str | None
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp's files are private; the file gets what open() would give it
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

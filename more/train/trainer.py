@@ -13,7 +13,6 @@ checkpoint, and a non-finite loss on any process stops all of them at the same r
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -24,15 +23,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from more.config import MoReConfig, save_config
+from more.config import MoReConfig, dump_yaml
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import EvalResult, evaluate
 from more.model import build_model
-from more.outputs import own_dir
+from more.outputs import DiskFullError, on_disk_full, own_dir, space_warning
 from more.provenance import git_sha
 from more.pseudo.par import PAR
 from more.train.checkpoint import (
     CheckpointError,
+    estimate_checkpoint_bytes,
+    list_checkpoints,
     load_checkpoint,
     load_model_weights,
     save_checkpoint,
@@ -42,6 +43,14 @@ from more.train.data_order import _mix, iterate_batches
 from more.train.distributed import barrier, dist_info, first_bad_across, mean_across, process_device, wrap_ddp
 from more.train.optim import PolyWarmupAdamW
 from more.train.progress import Progress
+from more.train.run_files import (
+    append_jsonl,
+    checkpoint_disk_full,
+    keep_records_until,
+    space_needed,
+    write_json,
+    write_text,
+)
 from more.train.step import TERMS, training_step
 
 Report = Callable[[dict[str, float], "str | None"], None]
@@ -82,17 +91,6 @@ RUN_FILES = ("metrics.jsonl", "git.txt", "identity.json")
 def default_run_dir(cfg: MoReConfig) -> Path:
     name = cfg.runtime.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.runtime.out_dir) / name
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def eval_metrics(result: EvalResult, class_names: list[str]) -> dict[str, float]:
@@ -193,15 +191,14 @@ def train(
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{payload['path']} does not fit this run (optimizer, data order or random "
                                   f"state): {type(exc).__name__}: {exc}") from None
+    ckpt_bytes = estimate_checkpoint_bytes(model, optimizer)
     if ddp.is_main:  # only now: data, labels, weights, optimizer and the resumed checkpoint all fit
-        own_dir(run_path, command="train")
-        save_config(cfg, run_path / "config.yaml")
-        (run_path / "git.txt").write_text(git_sha() + "\n")
+        with on_disk_full(run_path, what="the run folder's first files"):
+            own_dir(run_path, command="train")
+        write_text(run_path / "config.yaml", dump_yaml(cfg))
+        write_text(run_path / "git.txt", git_sha() + "\n")
         if resume:
-            metrics_file.touch()
-            # drop records written after the checkpoint by the interrupted run, so the file reads like one run
-            kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]
-            metrics_file.write_text("".join(ln + "\n" for ln in kept))
+            keep_records_until(metrics_file, start)
     # wrapped after loading, so every process starts from the same weights (DDP also broadcasts rank 0's)
     train_model = wrap_ddp(model, device) if ddp.enabled else model
     step_model = torch.compile(train_model) if cfg.train.compile else train_model
@@ -209,6 +206,11 @@ def train(
     total_iters = cfg.train.max_iters
     progress = Progress(total_iters, desc=cfg.name, start=start)
     say = (log or progress.line) if ddp.is_main else (lambda _: None)
+    need, needed_for = space_needed(cfg, checkpoint_bytes=ckpt_bytes, start=start, num_classes=len(names) - 1,
+                                    existing=len(list_checkpoints(run_path)))
+    warning = space_warning(run_path, need, needed_for) if ddp.is_main else None
+    if warning:
+        say(f"warning: {warning}")
     say(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
         f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images | "
@@ -312,9 +314,7 @@ def train(
             append_jsonl(
                 metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
             )
-            eval_dir = run_path / "eval"
-            eval_dir.mkdir(exist_ok=True)
-            (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
+            write_text(run_path / "eval" / f"iter_{done:06d}.md", format_table(result.scores, names))
             write_json(run_path / "metrics.json", metrics)
             last.update(metrics)
             say(
@@ -325,15 +325,19 @@ def train(
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
         if do_ckpt and ddp.is_main:
-            ckpt_dir = save_checkpoint(
-                run_path,
-                iteration=done,
-                model=model,
-                optimizer=optimizer,
-                data_state={"epoch": epoch, "position": position},
-                cfg=cfg,
-                keep=cfg.train.keep_ckpts,
-            )
+            try:
+                ckpt_dir = save_checkpoint(
+                    run_path,
+                    iteration=done,
+                    model=model,
+                    optimizer=optimizer,
+                    data_state={"epoch": epoch, "position": position},
+                    cfg=cfg,
+                    keep=cfg.train.keep_ckpts,
+                )
+            except DiskFullError as exc:
+                done_before = list_checkpoints(run_path)
+                raise checkpoint_disk_full(exc, run_path, done_before[-1] if done_before else None) from exc
         if do_eval and report is not None and ddp.is_main:
             report(metrics, str(ckpt_dir) if ckpt_dir else None)
     if ddp.enabled:
