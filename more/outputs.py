@@ -57,7 +57,9 @@ class DiskFullError(OutputError):
     """A write failed for lack of space. ``path`` is where, ``free`` the bytes left there, ``need`` an estimate of
     what the write needs (None when unknown)."""
 
-    def __init__(self, message: str, *, path: Path, free: int | None, need: int | None) -> None:
+    # defaults: Ray copies and pickles a trial's exception, rebuilding it from its message alone (then its __dict__)
+    def __init__(self, message: str, *, path: Path | None = None, free: int | None = None,
+                 need: int | None = None) -> None:
         super().__init__(message)
         self.path, self.free, self.need = path, free, need
 

@@ -86,6 +86,6 @@ def space_needed(cfg: Any, *, checkpoint_bytes: int, start: int, existing: int, 
 def checkpoint_disk_full(exc: DiskFullError, run_dir: Path, last: Path | None) -> DiskFullError:
     """The trainer's disk-full error for a checkpoint: the outputs module's line plus what survives and how to
     continue."""
-    kept = (f"; the last complete checkpoint {last} is kept: `train ... --resume {run_dir}` continues from it once "
-            f"there is room" if last is not None else "; no checkpoint of this run was complete yet")
+    kept = (f"; the last complete checkpoint {last} is kept, and --resume continues from it once there is room"
+            if last is not None else f"; no checkpoint of the run in {run_dir} was complete yet")
     return DiskFullError(f"{exc}{kept}", path=exc.path, free=exc.free, need=exc.need)
