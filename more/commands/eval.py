@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "outputs": {name: {"label": DISPLAY.get(name, name), **scores_record(s, names)}
                     for name, s in result.scores.items()},
     }
-    table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names)
+    table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names, split=split)
     header = (f"# eval of {loaded.checkpoint}\n\niteration {loaded.iteration} | split {split} | "
               f"{result.num_images} images | classification F1 {result.cls_f1:.4f}\n\n")
     own_dir(out, command="eval")

@@ -142,7 +142,7 @@ def train(
     used on rank 0 only, and the other processes return their own last training losses.
     """
     from more.data import class_names as dataset_class_names
-    from more.eval.metrics import format_table
+    from more.eval.metrics import absent_note, format_table
 
     ddp = dist_info()
     device = resolve_device(cfg.runtime.device)
@@ -314,13 +314,17 @@ def train(
             append_jsonl(
                 metrics_file, {k: v for k, v in metrics.items() if "/iou/" not in k and "/confusion/" not in k}
             )
-            write_text(run_path / "eval" / f"iter_{done:06d}.md", format_table(result.scores, names))
+            write_text(run_path / "eval" / f"iter_{done:06d}.md",
+                       format_table(result.scores, names, split=cfg.data.val_split))
             write_json(run_path / "metrics.json", metrics)
             last.update(metrics)
+            # a class in neither the GT nor a prediction of a small val split makes that m-IoU NaN: say which
+            note = absent_note(result.scores, names, split=cfg.data.val_split)
             say(
                 f"eval @ {done}: "
                 + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
                 + f" | cls F1 {result.cls_f1:.3f}"
+                + (f" | {note}" if note else "")
             )
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
