@@ -61,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.cfg
     split = args.split or cfg.eval.split
     out = Path(args.out) if args.out else loaded.checkpoint.parent / f"eval_{split}"
-    from more.outputs import check_output_dir, own_dir
+    from more.outputs import check_output_dir, on_disk_full, own_dir
     from more.preflight import config_paths
 
     # before any work: --out may be a file, a folder of the user's, or inside the dataset this reads
+    # (the default folder sits in the checkpoint's own folder: one an older eval wrote there, unmarked, is ours)
     check_output_dir(out, what="--out" if args.out else "the output folder", reads={"data.root": cfg.data.root},
-                     force=args.force, recognised=("eval.json", "eval.md"))
+                     force=args.force, recognised=() if args.out else ("eval.json", "eval.md"))
     # the split list, its masks and the labels file (the checkpoint holds every weight)
     split_key = "--split" if args.split else "eval.split"
     config_paths(cfg, f"{loaded.checkpoint}: ", weights=False, splits={split_key: split})
@@ -95,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names, split=split)
     header = (f"# eval of {loaded.checkpoint}\n\niteration {loaded.iteration} | split {split} | "
               f"{result.num_images} images | classification F1 {result.cls_f1:.4f}\n\n")
-    own_dir(out, command="eval")
-    write_json_atomic(out / "eval.json", record)
-    write_text_atomic(out / "eval.md", header + table + "\n")
+    with on_disk_full(out, what="eval.json and eval.md"):  # a full disk is one line (exit 2), no temporary file left
+        own_dir(out, command="eval")
+        write_json_atomic(out / "eval.json", record)
+        write_text_atomic(out / "eval.md", header + table + "\n")
     print(table)
     print(f"classification F1 {result.cls_f1:.4f} | {result.num_images} images | {seconds:.1f} s")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from more.config import TABLE3_CONDITIONS, load_config
 
@@ -57,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     reads = {"data.root": cfg.data.root}
     if args.resume and not args.run_dir:  # the run folder that holds the checkpoint: the run's own, so it continues
         check_outside(run_dir, what="the resumed run folder", reads=reads, force=args.force)
-    else:  # marked as more's, or recognised by the files every run writes (folders made before the marker)
-        what = "--run-dir" if run_dir else "the run folder (runtime.out_dir)"
-        check_output_dir(run_dir or default_run_dir(cfg), what=what, reads=reads, force=args.force,
-                         recognised=RUN_FILES)
+    else:  # marked as more's, or holding all the files every run writes first (made before the marker existed)
+        target = Path(run_dir or default_run_dir(cfg))
+        legacy = all((target / name).is_file() for name in RUN_FILES)
+        check_output_dir(target, what="--run-dir" if run_dir else "the run folder (runtime.out_dir)", reads=reads,
+                         force=args.force, recognised=RUN_FILES if legacy else ())
 
     from more.train import TrainingDiverged, train
 

@@ -83,9 +83,9 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
-# Files every run folder holds from its start: a folder with one of them was made by ``train`` (also before run
-# folders carried the marker of more.outputs), so a resumed run may write there.
-RUN_FILES = ("metrics.jsonl", "git.txt", "identity.json")
+# Files every run folder holds from its start: a folder with all of them was made by ``train`` (also before run
+# folders carried the marker of more.outputs), so a run may write there again.
+RUN_FILES = ("config.yaml", "git.txt", "metrics.jsonl")
 
 
 def default_run_dir(cfg: MoReConfig) -> Path:
