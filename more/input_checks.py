@@ -130,6 +130,8 @@ def check_splits(cfg: Any, splits: Mapping[str, str], *, where: str = "", scored
     lines = []
     for key, split in splits.items():
         names = split_names(cfg, key, split, where)
+        if key != train_key and cfg.eval.max_images > 0:  # evaluations read the first eval.max_images only
+            names = min(names, cfg.eval.max_images) if isinstance(names, int) else names[: cfg.eval.max_images]
         count = names if isinstance(names, int) else len(names)
         has_masks = split_files(cfg.data.root, cfg.data.dataset, split).mask_dir is not None
         if key in scored and not has_masks:
