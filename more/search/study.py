@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 DEFAULT_OUT = "work/search"
-# Files a search's output folder holds: one of them shows a folder made before output folders were marked.
-SEARCH_FILES = ("study.journal", "trials.csv", "best.json", "spec.yaml")
+# A search's output folder made before output folders were marked holds its journal, or all of its result files.
+SEARCH_JOURNAL, SEARCH_FILES = "study.journal", ("trials.csv", "best.json", "best.yaml")
 
 
 class OpenedStudy(NamedTuple):
@@ -52,8 +52,9 @@ def open_study(spec: Any, args: argparse.Namespace, digest: str,
 
     name, out, where = study_paths(spec, args, digest)
     force = bool(getattr(args, "force", False))
+    legacy = (out / SEARCH_JOURNAL).is_file() or all((out / n).is_file() for n in SEARCH_FILES)
     check_output_dir(out, what="--out" if args.out else "the output folder", reads=reads, force=force,
-                     recognised=SEARCH_FILES)
+                     recognised=(SEARCH_JOURNAL, *SEARCH_FILES) if legacy else ())
     if "://" not in where:
         check_outside(where, what="--storage" if args.storage else "the study journal", reads=reads, force=force)
     optuna_storage(where)
