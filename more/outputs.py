@@ -21,15 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 MARK = ".more-output.json"
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() creates under the process's umask
 # The errno values that mean "no room": ENOSPC (device full), EDQUOT (quota), EFBIG (file too large for the fs).
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # What torch's zip writer says when the underlying write fails (it loses the errno): "[enforce fail at
@@ -46,7 +57,9 @@ class DiskFullError(OutputError):
     """A write failed for lack of space. ``path`` is where, ``free`` the bytes left there, ``need`` an estimate of
     what the write needs (None when unknown)."""
 
-    def __init__(self, message: str, *, path: Path, free: int | None, need: int | None) -> None:
+    # defaults: Ray copies and pickles a trial's exception, rebuilding it from its message alone (then its __dict__)
+    def __init__(self, message: str, *, path: Path | None = None, free: int | None = None,
+                 need: int | None = None) -> None:
         super().__init__(message)
         self.path, self.free, self.need = path, free, need
 
@@ -116,6 +129,23 @@ def _first_foreign(folder: Path, recognised: Sequence[str]) -> str | None:
     return None
 
 
+def check_outside(path: str | os.PathLike, *, what: str, reads: Mapping[str, str | os.PathLike | None] | None,
+                  force: bool = False) -> None:
+    """Refuse an output (file or folder) that lies inside, or is, one of the dataset roots ``reads`` names.
+
+    Raises:
+        OutputError: naming the output, the root and ``--force``.
+    """
+    if force:
+        return
+    p = Path(path).expanduser().absolute()
+    for name, root in (reads or {}).items():
+        if root and Path(root).expanduser().exists() and is_inside(p, root):
+            raise OutputError(f"{what} {p}: is inside {name} {Path(root).expanduser()}, which this command reads; "
+                              f"writing there would change that dataset. Choose a folder outside it "
+                              f"(or add --force to write there anyway)")
+
+
 def check_output_dir(path: str | os.PathLike, *, what: str = "--out", reads: Mapping[str, str | os.PathLike] | None
                      = None, force: bool = False, recognised: Sequence[str] = ()) -> str:
     """Refuse an output folder that would touch what the user owns; write nothing. Returns a preflight line.
@@ -136,11 +166,7 @@ def check_output_dir(path: str | os.PathLike, *, what: str = "--out", reads: Map
     if p.exists() and not p.is_dir():
         raise OutputError(f"{what} {p}: is a file, expected a folder")
     if not force:
-        for name, root in (reads or {}).items():
-            if root is not None and Path(root).expanduser().exists() and is_inside(p, root):
-                raise OutputError(f"{what} {p}: is inside {name} {Path(root).expanduser()}, which this command reads; "
-                                  f"writing there would change that dataset. Choose a folder outside it "
-                                  f"(or add --force to write there anyway)")
+        check_outside(p, what=what, reads=reads)
         if p.is_dir():
             foreign = _first_foreign(p, recognised)
             if foreign is not None:
@@ -223,9 +249,23 @@ def on_disk_full(where: str | os.PathLike, *, what: str, need: int | None = None
     except BaseException as exc:
         if isinstance(exc, DiskFullError) or not is_disk_full(exc):
             raise
+        # the failed writer's frames still hold its open file (torch.save's zip writer): close it, or the space of
+        # the removed file stays taken and the error reports less free than there is
+        _release_frames(exc)
         for path in cleanup:
             remove(path)
         raise disk_full_error(where, what=what, need=need) from exc
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames of ``exc`` and the exceptions chained to it, so objects
+    they hold (an open file) are released now rather than when the exception is."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 def remove(path: str | os.PathLike) -> None:
@@ -256,6 +296,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, what: str | None
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp's files are private; the file gets what open() would give it
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

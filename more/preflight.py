@@ -89,10 +89,14 @@ def input_dir(path: str | os.PathLike, what: str) -> str:
     return f"{what} {p} (readable)"
 
 
-def config_paths(cfg: Any, where: str = "", *, weights: bool = True) -> str:
+def config_paths(cfg: Any, where: str = "", *, weights: bool = True, splits: dict[str, str] | None = None) -> str:
     """The dataset root, labels file and (with ``weights``) the pretrained weights file of a config must exist and
     be readable; a synthetic set generated on first use needs a creatable root. ``where`` (e.g. a trial name)
-    starts the message."""
+    starts the message.
+
+    Then what they hold (:func:`more.input_checks.dataset_inputs`): the ``splits`` read (by key; default: the
+    training splits when ``weights`` is set, i.e. a config that trains, else none) have their lists, the labels
+    file parses and covers them, the training split holds a batch, and the weights load into the backbone."""
     from more.config.load import WEIGHT_SUFFIXES
 
     root = Path(cfg.data.root)
@@ -115,6 +119,10 @@ def config_paths(cfg: Any, where: str = "", *, weights: bool = True) -> str:
                                                                 else "file does not exist"))
         if not os.access(p, os.R_OK):
             raise PreflightError(f"{where}{key}={value!r}: file is not readable")
+    from more.input_checks import dataset_inputs
+
+    if weights or splits:
+        dataset_inputs(cfg, splits=splits, weights=weights, where=where)
     return f"data.root {cfg.data.root}" + (f", weights {w}" if weights and w else "")
 
 

@@ -129,3 +129,76 @@ def results_with_classes(d: Path, a: Assets, out: str | None = None) -> list[str
 def no_root(d: Path) -> tuple[str, str]:
     """Overrides naming a dataset root that does not exist (and is not generated on first use)."""
     return f"data.root={d}/nope", "data.synth_generate=false"
+
+
+# ------------------------------------------------------------------ split lists, labels, weights, outputs (i18)
+
+
+def data_copy(d: Path, a: Assets, *, empty_split: str | None = None) -> Path:
+    """The tiny dataset copied into the case folder (so the hash covers it); ``empty_split`` gets an empty list."""
+    root = d / "data"
+    shutil.copytree(a.data, root, ignore=shutil.ignore_patterns(".more_cache"))
+    if empty_split:
+        (root / "ImageSets" / "Segmentation" / f"{empty_split}.txt").write_text("")
+    return root
+
+
+def train_names(a: Assets) -> list[str]:
+    return (a.data / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+
+
+def labels_file(d: Path, a: Assets, kind: str) -> str:
+    """A labels file of the tiny set that is wrong in one way (``kind``)."""
+    names = train_names(a)
+    path = d / ("labels.txt" if kind == "text-line" else "labels.bin" if kind == "binary" else "labels.json")
+    if kind == "not-json":
+        path.write_text("{not json")
+    elif kind == "not-a-mapping":
+        path.write_text(json.dumps([[1], [2]]))
+    elif kind == "text-line":
+        path.write_text(f"{names[0]} 1 one\n")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(128, 256)))
+    elif kind == "class-out-of-range":
+        path.write_text(json.dumps({n: [99] for n in names}))
+    elif kind == "missing-images":
+        path.write_text(json.dumps({names[0]: [1]}))
+    elif kind == "few-labelled":  # every image listed, only two with a class: fewer than one batch of 4
+        path.write_text(json.dumps({n: ([1] if i < 2 else []) for i, n in enumerate(names)}))
+    else:
+        raise ValueError(kind)
+    return f"data.labels_file={path}"
+
+
+def labels_override(d: Path, a: Assets, kind: str) -> dict[str, str]:
+    """A wrong labels file as a spec's ``experiment.overrides`` mapping."""
+    key, value = labels_file(d, a, kind).split("=", 1)
+    return {key: value}
+
+
+def weights_file(d: Path, kind: str) -> str:
+    """A ``model.pretrained`` file that does not load into vit_micro (``kind`` says how)."""
+    import torch
+
+    suffix = {"safetensors-garbage": ".safetensors", "npz-garbage": ".npz"}.get(kind, ".pth")
+    path = d / f"weights{suffix}"
+    if kind in ("garbage", "safetensors-garbage", "npz-garbage"):
+        path.write_bytes(b"not weights at all")
+    elif kind == "not-a-state-dict":
+        torch.save([1, 2, 3], path)
+    elif kind == "no-vit-keys":
+        torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    elif kind == "other-width":  # a ViT of another width (vit_tiny's 192 against vit_micro's 64)
+        torch.save({"cls_token": torch.zeros(1, 1, 192), "pos_embed": torch.zeros(1, 17, 192),
+                    "blocks.0.norm1.weight": torch.zeros(192)}, path)
+    else:
+        raise ValueError(kind)
+    return f"model.pretrained={path}"
+
+
+def user_folder(d: Path, name: str) -> str:
+    """A folder of the user's: it holds a file more did not write."""
+    (d / name).mkdir(parents=True, exist_ok=True)
+    (d / name / "notes.txt").write_text("mine\n")
+    return str(d / name)
+

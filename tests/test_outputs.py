@@ -130,6 +130,16 @@ def test_disk_full_error_is_one_user_line(tmp_path: Path):
     assert str(tmp_path) in line and "64.0 MB" in line and "\n" not in line
 
 
+def test_disk_full_error_survives_copy_and_pickle(tmp_path: Path):
+    """Ray copies and pickles the exception that ends a trial."""
+    import copy
+    import pickle
+
+    err = disk_full_error(tmp_path, what="a checkpoint", need=10)
+    for again in (copy.copy(err), pickle.loads(pickle.dumps(err))):
+        assert str(again) == str(err) and (again.path, again.free, again.need) == (err.path, err.free, 10)
+
+
 def test_on_disk_full_passes_other_errors_and_keeps_their_files(tmp_path: Path):
     half = tmp_path / "half"
     half.mkdir()

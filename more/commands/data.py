@@ -107,6 +107,9 @@ def _synth(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from more.outputs import own_dir
+
+    own_dir(args.out, command="data synth")  # i18: a folder a command made carries more's marker (contract 4)
     print(summary.format())
     return 0
 

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="preset or experiment YAML (+ the overrides) instead of the run's config.yaml; needed "
                              "for a checkpoint in the authors' format (zwyang6/MoRe's model_iter_N.pth)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/eval_<split>)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even where it holds files more did not create or lies inside data.root "
+                             "(refused otherwise)")
 
 
 def progress_printer(desc: str):
@@ -61,15 +64,21 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.cfg
     split = args.split or cfg.eval.split
     out = Path(args.out) if args.out else loaded.checkpoint.parent / f"eval_{split}"
-    from more.preflight import config_paths, output_dir
+    from more.outputs import check_output_dir, on_disk_full, own_dir
+    from more.preflight import config_paths
 
-    output_dir(out, "--out" if args.out else "the output folder")  # before any work: --out may be a file
-    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False)  # the checkpoint holds every weight
+    # before any work: --out may be a file, a folder of the user's, or inside the dataset this reads
+    # (the default folder sits in the checkpoint's own folder: one an older eval wrote there, unmarked, is ours)
+    check_output_dir(out, what="--out" if args.out else "the output folder", reads={"data.root": cfg.data.root},
+                     force=args.force, recognised=() if args.out else ("eval.json", "eval.md"))
+    # the split list, its masks and the labels file (the checkpoint holds every weight)
+    split_key = "--split" if args.split else "eval.split"
+    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False, splits={split_key: split})
     ensure_dataset(cfg, progress=log_stderr)
     try:
         dataset = build_eval_dataset(cfg, split)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as exc:  # a file changed since the check: still one line
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
                                          num_workers=cfg.data.num_workers, collate_fn=collate_eval,
@@ -87,12 +96,13 @@ def run(args: argparse.Namespace) -> int:
         "outputs": {name: {"label": DISPLAY.get(name, name), **scores_record(s, names)}
                     for name, s in result.scores.items()},
     }
-    table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names)
+    table = format_table({DISPLAY.get(name, name): s for name, s in result.scores.items()}, names, split=split)
     header = (f"# eval of {loaded.checkpoint}\n\niteration {loaded.iteration} | split {split} | "
               f"{result.num_images} images | classification F1 {result.cls_f1:.4f}\n\n")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "eval.json", record)
-    write_text_atomic(out / "eval.md", header + table + "\n")
+    with on_disk_full(out, what="eval.json and eval.md"):  # a full disk is one line (exit 2), no temporary file left
+        own_dir(out, command="eval")
+        write_json_atomic(out / "eval.json", record)
+        write_text_atomic(out / "eval.md", header + table + "\n")
     print(table)
     print(f"classification F1 {result.cls_f1:.4f} | {result.num_images} images | {seconds:.1f} s")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")

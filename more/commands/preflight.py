@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from more.input_checks import trial_device
 from more.preflight import (
     Checked,
     PreflightError,
@@ -59,6 +60,7 @@ def ablate_checks(spec: Any, trials: list[Any], args: argparse.Namespace) -> Che
     seen: set[str] = set()
     for trial in trials:
         line = config_paths(trial_config(spec, trial), f"trial '{trial.name}': ")
+        trial_device(trial_config(spec, trial), spec.resources, f"trial '{trial.name}': ")  # i18: cuda without a GPU
         if line not in seen:
             seen.add(line)
             checked.add(f"{line} (trial {trial.name}{' and others' if len(trials) > 1 else ''})")
@@ -93,6 +95,7 @@ def search_checks(spec: Any, args: argparse.Namespace) -> Checked:
         from more.config import load_config
 
         checked.add(config_paths(load_config(spec.config, spec.overrides)))
+        trial_device(load_config(spec.config, spec.overrides), spec.resources)  # i18: cuda without a GPU
         cpus = None if args.address else max(1, int(round(spec.max_concurrent * spec.resources.cpus)))
         _launch_target(args, spec.resources, checked, dry_run=False, cpus=cpus)
     if args.out:

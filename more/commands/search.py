@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "127.0.0.2)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded sqlite)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--force", action="store_true",
+                        help="write --out (or --storage) even where it holds files more did not create or lies "
+                             "inside data.root (refused otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +72,7 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
     scored on the report split."""
     from more.data import build_eval_dataset, ensure_dataset
     from more.eval.infer import load_run
+    from more.outputs import own_dir
     from more.search.cached import cache_key, run_cached_study, score_thresholds
     from more.search.report import log_study, write_outputs
     from more.search.spec import file_digest, search_hash
@@ -83,10 +87,15 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
     if report_split == spec.tuning_split and not args.allow_same_split:
         print(_same_split_text(spec.tuning_split, "the checkpoint's eval.split"), file=sys.stderr)
         return 2
+    from more.preflight import config_paths
+
+    # both splits are scored: their lists, masks and the labels file, before the study is opened
+    config_paths(cfg, weights=False, splits={"tuning_split": spec.tuning_split,
+                                             "report_split" if spec.report_split else "eval.split": report_split})
     scales = spec.scales or list(cfg.eval.infer_cam_scales)
     ckpt_digest = file_digest(loaded.checkpoint)
     digest = search_hash(spec, extra={"checkpoint": ckpt_digest, "scales": scales})
-    opened = open_study(spec, args, digest)
+    opened = open_study(spec, args, digest, reads={"data.root": cfg.data.root})
     if isinstance(opened, str):
         print(opened, file=sys.stderr)
         return 2
@@ -115,6 +124,7 @@ def run_cached(spec, args: argparse.Namespace) -> int:  # noqa: ANN001
         return _seed_cache(files[role], loaded, datasets.get(role), spec=spec, scales=scales,
                            stride=splits[role][1])
 
+    own_dir(out, command="search")  # the score-map cache is its first file
     cache = seed_cache("tuning")
     if spec.path is not None:
         (out / "spec.yaml").write_text(spec.path.read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from more.config import TABLE3_CONDITIONS, load_config
 
@@ -13,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lir.cre_weight=0.1 train.max_iters=100")
     parser.add_argument("--resume", metavar="PATH", help="checkpoint file/folder, or a run folder (newest checkpoint)")
     parser.add_argument("--run-dir", metavar="DIR", help="where the run writes its files (default: out_dir/NAME)")
+    parser.add_argument("--force", action="store_true",
+                        help="write the run folder even where it holds files more did not create or lies inside "
+                             "data.root (refused otherwise)")
     parser.add_argument(
         "--condition", choices=sorted(TABLE3_CONDITIONS), help="apply one of the paper's Table 3 rows before overrides"
     )
@@ -37,19 +41,28 @@ def resume_run_dir(resume: str, run_dir: str | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from more.config import parse_overrides
-    from more.preflight import config_paths, device_available, output_dir
+    from more.input_checks import check_device
+    from more.outputs import check_output_dir, check_outside
+    from more.preflight import config_paths
 
     overrides: dict = {}
     if args.condition:
         overrides.update(TABLE3_CONDITIONS[args.condition])
     overrides.update(parse_overrides(args.overrides))
     cfg = load_config(args.config, overrides, check_paths=True)
-    config_paths(cfg)
-    device_available(cfg.runtime.device)
+    config_paths(cfg)  # data root, split lists, labels file, one batch of training images, weights
+    check_device(cfg.runtime.device)
     run_dir = resume_run_dir(args.resume, args.run_dir) if args.resume else args.run_dir
-    from more.train.trainer import default_run_dir
+    from more.train.trainer import RUN_FILES, default_run_dir
 
-    output_dir(run_dir or default_run_dir(cfg), "--run-dir" if run_dir else "the run folder (runtime.out_dir)")
+    reads = {"data.root": cfg.data.root}
+    if args.resume and not args.run_dir:  # the run folder that holds the checkpoint: the run's own, so it continues
+        check_outside(run_dir, what="the resumed run folder", reads=reads, force=args.force)
+    else:  # marked as more's, or holding all the files every run writes first (made before the marker existed)
+        target = Path(run_dir or default_run_dir(cfg))
+        legacy = all((target / name).is_file() for name in RUN_FILES)
+        check_output_dir(target, what="--run-dir" if run_dir else "the run folder (runtime.out_dir)", reads=reads,
+                         force=args.force, recognised=RUN_FILES if legacy else ())
 
     from more.train import TrainingDiverged, train
 

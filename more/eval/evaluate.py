@@ -41,6 +41,7 @@ class EvalResult:
         out: dict[str, float] = {f"{prefix}cls_f1": self.cls_f1}
         for name, s in self.scores.items():
             out[f"{prefix}{name}/miou"] = 100.0 * s.miou
+            out[f"{prefix}{name}/miou_present"] = 100.0 * s.miou_present  # defined where a class is absent (NaN miou)
             out[f"{prefix}{name}/precision"] = 100.0 * s.mprecision
             out[f"{prefix}{name}/recall"] = 100.0 * s.mrecall
             out[f"{prefix}{name}/confusion"] = s.mconfusion

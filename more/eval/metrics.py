@@ -8,7 +8,11 @@ Units: :class:`Scores` holds fractions (IoU 0.731, not 73.1); :meth:`Scores.as_p
 Undefined values follow numpy division: 0/0 is NaN (e.g. the precision of a class that is never predicted,
 the IoU of a class absent from both GT and prediction) and x/0 with x > 0 is +inf (the confusion ratio FP/TP
 of a class predicted but never correctly). Means are plain means, so one NaN makes the mean NaN, as in the
-reference table; ``miou_present`` is the reference's ``miou`` (nan-mean over classes present in GT).
+reference table: on a small validation subset a class that neither the ground truth nor the prediction contains
+makes m-IoU NaN. ``miou_present`` is the mean over the classes present in the ground truth or the prediction (the
+plain mean whenever that is defined, and a number a search can rank on small subsets); ``miou_gt`` is the reference
+dict's ``miou`` (nan-mean over the classes present in the ground truth). :func:`absent_note` says which classes made
+a mean NaN.
 """
 
 from __future__ import annotations
@@ -78,8 +82,10 @@ class Scores:
     recall: np.ndarray  # TP / (TP + FN)
     confusion: np.ndarray  # FP / TP (a ratio, never scaled)
     present: np.ndarray  # bool: class occurs in the GT
+    predicted: np.ndarray  # bool: class occurs in the prediction
     miou: float  # plain mean of iou over all classes (the table's m-IoU; NaN if any class is undefined)
-    miou_present: float  # nan-mean of iou over classes present in the GT (the reference dict's "miou")
+    miou_present: float  # mean of iou over classes present in the GT or the prediction (= miou when that is defined)
+    miou_gt: float  # nan-mean of iou over classes present in the GT (the reference dict's "miou")
     mprecision: float  # plain mean over all classes incl. background
     mrecall: float  # plain mean over all classes incl. background
     mconfusion: float  # plain mean of FP / TP
@@ -90,12 +96,18 @@ class Scores:
         """A copy in table units: IoU, precision, recall, pixel accuracy and their means ×100."""
         if self.percent:
             return self
-        scaled = ("iou", "precision", "recall", "miou", "miou_present", "mprecision", "mrecall", "pixel_acc")
+        scaled = ("iou", "precision", "recall", "miou", "miou_present", "miou_gt", "mprecision", "mrecall",
+                  "pixel_acc")
         return dataclasses.replace(self, percent=True, **{name: getattr(self, name) * 100 for name in scaled})
 
+    @property
+    def absent(self) -> np.ndarray:
+        """bool (K,): classes in neither the GT nor the prediction; their IoU is 0/0 and makes ``miou`` NaN."""
+        return ~self.present & ~self.predicted
+
     def summary(self) -> dict[str, float]:
-        """The four table means plus ``miou_present`` and ``pixel_acc`` as plain floats (for logging)."""
-        names = ("miou", "miou_present", "mprecision", "mrecall", "mconfusion", "pixel_acc")
+        """The four table means plus ``miou_present``, ``miou_gt`` and ``pixel_acc`` as plain floats (for logging)."""
+        names = ("miou", "miou_present", "miou_gt", "mprecision", "mrecall", "mconfusion", "pixel_acc")
         return {name: float(getattr(self, name)) for name in names}
 
 
@@ -122,15 +134,18 @@ def scores(hist: torch.Tensor | np.ndarray) -> Scores:
         confusion = fp / tp
         pixel_acc = float(tp.sum() / hist.sum())
     present = gt_count > 0  # a class present in the GT always has a defined IoU
-    miou_present = float(np.mean(iou[present])) if present.any() else math.nan
+    predicted = pred_count > 0
+    defined = present | predicted  # IoU is 0/0 exactly for the classes in neither
     return Scores(
         iou=iou,
         precision=precision,
         recall=recall,
         confusion=confusion,
         present=present,
+        predicted=predicted,
         miou=float(np.mean(iou)),
-        miou_present=miou_present,
+        miou_present=float(np.mean(iou[defined])) if defined.any() else math.nan,
+        miou_gt=float(np.mean(iou[present])) if present.any() else math.nan,
         mprecision=float(np.mean(precision)),
         mrecall=float(np.mean(recall)),
         mconfusion=float(np.mean(confusion)),
@@ -169,8 +184,10 @@ def _fmt(value: float, digits: int) -> str:
     return "nan" if math.isnan(value) else ("inf" if math.isinf(value) else f"{value:.{digits}f}")
 
 
-def format_table(rows: dict[str, Scores], class_names: Sequence[str], *, digits: int = 3) -> str:
-    """Markdown tables: the means per output, then per-class IoU with one column per output.
+def format_table(rows: dict[str, Scores], class_names: Sequence[str], *, digits: int = 3,
+                 split: str | None = None) -> str:
+    """Markdown tables: the means per output, then per-class IoU with one column per output, then (when an m-IoU is
+    NaN) the line of :func:`absent_note`.
 
     Values are in the reference table's units (×100 except the confusion ratio).
 
@@ -178,6 +195,7 @@ def format_table(rows: dict[str, Scores], class_names: Sequence[str], *, digits:
         rows: output name (e.g. "CAM", "Seg_Pred") -> its :class:`Scores`.
         class_names: K names, background first.
         digits: decimals.
+        split: the split scored, named in the note.
 
     Returns:
         Markdown text.
@@ -190,4 +208,32 @@ def format_table(rows: dict[str, Scores], class_names: Sequence[str], *, digits:
     lines += ["", "| class | " + " | ".join(pct) + " |", "|---" * (len(pct) + 1) + "|"]
     for k, cls in enumerate(class_names):
         lines.append(f"| {cls} | " + " | ".join(_fmt(float(s.iou[k]), digits) for s in pct.values()) + " |")
-    return "\n".join(lines)
+    note = absent_note(rows, class_names, split=split, digits=digits)
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
+
+
+def absent_note(rows: dict[str, Scores], class_names: Sequence[str], *, split: str | None = None,
+                digits: int = 2) -> str:
+    """Why an output's m-IoU is NaN, in one line ('' when none is): which classes occur in neither the ground truth
+    nor that output's prediction, on which split, and the m-IoU over the classes present (``miou_present``).
+
+    Args:
+        rows: output name -> its :class:`Scores`.
+        class_names: K names, background first.
+        split: the split scored (named in the note when given).
+        digits: decimals of the ``miou_present`` values.
+    """
+    nan_rows = {name: s for name, s in rows.items() if math.isnan(s.miou)}
+    if not nan_rows:
+        return ""
+    by_class: dict[str, list[str]] = {}
+    for name, s in nan_rows.items():
+        for k in np.flatnonzero(s.absent):
+            by_class.setdefault(class_names[k], []).append(name)
+    classes = ", ".join(f"'{c}'" + ("" if len(outs) == len(nan_rows) else f" ({', '.join(outs)})")
+                        for c, outs in by_class.items())
+    where = f"split '{split}'" if split else "this split"
+    present = ", ".join(f"{name} {_fmt(100 * s.miou_present if not s.percent else s.miou_present, digits)}"
+                        for name, s in nan_rows.items())
+    return (f"mIoU is nan for {', '.join(nan_rows)}: class(es) {classes} occur in neither the ground truth nor the "
+            f"prediction on {where}; mIoU over the classes present (miou_present): {present}")

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from ray import tune
 
 from more.config import load_config
+from more.harness.disk_full import disk_full_guard, refuse_full_disk_retry
 from more.harness.spec import LOWER_IS_BETTER, AblationSpec, Resources, Trial, trial_config
 from more.harness.trial_files import (
     checkpoint_iteration,
@@ -143,6 +144,7 @@ def run_trial(config: dict[str, Any]) -> None:
     earlier = params.pop(CONTINUE_KEY, None) or {}
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
+    refuse_full_disk_retry(run_dir)  # i18: a retry on a disk that is still full fails at once with the same line
     write_identity(run_dir, identity, name=name, tracking=tracking)
     tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir, identity=identity)
 
@@ -161,7 +163,9 @@ def run_trial(config: dict[str, Any]) -> None:
     if own is None and checkpoint is None and earlier.get("checkpoint"):
         own = seed_from_earlier(run_dir, earlier)
     start = str(own) if own else checkpoint.path if checkpoint else "scratch"
-    with tracker:  # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run
+    # FINISHED, or FAILED with the error as a tag; a retry continues the same MLflow run. The guard (i18) turns a
+    # full disk into the one "disk full: ..." error and records it for the retry check above.
+    with tracker, disk_full_guard(run_dir):
         if cfg.train.deterministic:
             _refuse_repeated_divergence(run_dir, start)
         def fit(resume_dir: str | None) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 DEFAULT_OUT = "work/search"
+# A search's output folder made before output folders were marked holds its journal, or all of its result files.
+SEARCH_JOURNAL, SEARCH_FILES = "study.journal", ("trials.csv", "best.json", "best.yaml")
 
 
 class OpenedStudy(NamedTuple):
@@ -33,17 +35,28 @@ def study_paths(spec: Any, args: argparse.Namespace, digest: str) -> tuple[str, 
     return name, out, str(args.storage or out / "study.journal")
 
 
-def open_study(spec: Any, args: argparse.Namespace, digest: str) -> OpenedStudy | str:
+def open_study(spec: Any, args: argparse.Namespace, digest: str,
+               reads: dict[str, str] | None = None) -> OpenedStudy | str:
     """The study of ``spec`` with hash ``digest`` after the resume checks, or the error text that stops the run.
+
+    ``reads`` names the dataset roots the search reads (``{"data.root": ...}``): neither the output folder nor a
+    journal file may lie inside one, and the output folder may not hold files more did not create (``--force``).
 
     Raises:
         PreflightError: the output folder or the storage cannot be used.
+        OutputError: the output folder or journal would write over the user's files or into a dataset.
     """
-    from more.preflight import optuna_storage, output_dir
+    from more.outputs import check_output_dir, check_outside
+    from more.preflight import optuna_storage
     from more.search.cached import existing_study, fail_stale_trials, finished_trials, make_storage
 
     name, out, where = study_paths(spec, args, digest)
-    output_dir(out, "--out" if args.out else "the output folder")
+    force = bool(getattr(args, "force", False))
+    legacy = (out / SEARCH_JOURNAL).is_file() or all((out / n).is_file() for n in SEARCH_FILES)
+    check_output_dir(out, what="--out" if args.out else "the output folder", reads=reads, force=force,
+                     recognised=(SEARCH_JOURNAL, *SEARCH_FILES) if legacy else ())
+    if "://" not in where:
+        check_outside(where, what="--storage" if args.storage else "the study journal", reads=reads, force=force)
     optuna_storage(where)
     if _CREATED and "://" not in where:
         journal = Path(where).expanduser().absolute()

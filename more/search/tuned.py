@@ -98,6 +98,7 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
     import optuna
 
     from more.harness.local_ray import ray_runtime
+    from more.outputs import own_dir
     from more.preflight import PreflightError, cluster_refusal
     from more.search.cached import finished_trials
     from more.search.report import log_study, write_outputs
@@ -105,14 +106,14 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
     from more.search.study import open_study
 
     digest = search_hash(spec)
-    opened = open_study(spec, args, digest)
+    opened = open_study(spec, args, digest, reads={"data.root": _pins(spec)["data.root"]})
     if isinstance(opened, str):
         print(opened, file=sys.stderr)
         return 2
     study_name, out, storage, study, n_trials = opened
     done = finished_trials(study) if study is not None else 0
+    own_dir(out, command="search")
     if spec.path is not None:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "spec.yaml").write_text(spec.path.read_text())
     tune_root = out / "tune"
     run_name = f"run_{len(list(tune_root.glob('run_*'))) if tune_root.is_dir() else 0:02d}"

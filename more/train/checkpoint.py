@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from more.config import MoReConfig, save_config
+from more.outputs import atomic_dir
 
 CKPT_FILE = "checkpoint.pt"
+_RECORD_OVERHEAD = 128  # torch.save's zip entry per tensor: header, name and alignment padding (measured ~100 bytes)
 ITERATION_FILE = "iteration"
 AUTHORS = "authors"  # the "format" of a payload read from the authors' checkpoint (see load_checkpoint)
 
@@ -66,14 +68,13 @@ def save_checkpoint(
     keep: int,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoints/iter_NNNNNN`` atomically (temporary folder, then rename) and prune to ``keep``."""
+    """Write ``checkpoints/iter_NNNNNN`` atomically (temporary folder, then rename) and prune to ``keep``.
+
+    Raises:
+        DiskFullError: the disk filled up; the temporary folder is removed and every earlier checkpoint is kept.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:06d}"
-    tmp = root / f".tmp_iter_{iteration:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     payload = {
         "iteration": iteration,
         "model": model.state_dict(),
@@ -82,15 +83,37 @@ def save_checkpoint(
         "rng": rng_state(),
         "extra": extra or {},
     }
-    torch.save(payload, tmp / CKPT_FILE)
-    save_config(cfg, tmp / "config.yaml")
-    (tmp / ITERATION_FILE).write_text(f"{iteration}\n")  # readable without loading the checkpoint (and in copies)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final, what="a checkpoint", need=payload_bytes(payload)) as tmp:  # tmp: .tmp_iter_NNNNNN
+        torch.save(payload, tmp / CKPT_FILE)
+        save_config(cfg, tmp / "config.yaml")
+        (tmp / ITERATION_FILE).write_text(f"{iteration}\n")  # readable without loading the checkpoint (and in copies)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def payload_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint payload plus torch's per-record overhead: what it needs on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() + _RECORD_OVERHEAD
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return 16
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """A checkpoint's size before the first step: the model's state, AdamW's two moments per trainable parameter
+    (its state is empty until the first step), a step counter each, and the RNG states."""
+    size = payload_bytes(model.state_dict()) + payload_bytes(rng_state())
+    if any(optimizer.state.values()):
+        return size + payload_bytes(optimizer.state_dict())
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad:
+                size += 2 * (p.numel() * p.element_size() + _RECORD_OVERHEAD) + 4 + _RECORD_OVERHEAD
+    return size
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

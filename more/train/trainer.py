@@ -19,7 +19,6 @@ global batch ``processes x train.batch_size x train.accum_steps``, bit for bit D
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import time
@@ -28,16 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from more.config import MoReConfig, save_config
+from more.config import MoReConfig, dump_yaml
 from more.config.batch import global_batch, global_batch_text
 from more.data import build_eval_dataset, build_train_dataset, collate_eval, ensure_dataset
 from more.eval.evaluate import evaluate
 from more.model import build_model
+from more.outputs import DiskFullError, on_disk_full, own_dir, space_warning
 from more.provenance import git_sha
 from more.pseudo.par import PAR
 from more.train.checkpoint import (
     CheckpointError,
+    estimate_checkpoint_bytes,
+    list_checkpoints,
     load_checkpoint,
     load_model_weights,
     save_checkpoint,
@@ -47,6 +50,14 @@ from more.train.data_order import _mix, iterate_batches
 from more.train.distributed import barrier, dist_info, first_bad_across, mean_across, process_device, wrap_ddp
 from more.train.optim import PolyWarmupAdamW
 from more.train.progress import Progress
+from more.train.run_files import (
+    append_jsonl,
+    checkpoint_disk_full,
+    keep_records_until,
+    space_needed,
+    write_json,
+    write_text,
+)
 from more.train.step import TERMS, training_step
 from more.train.validation import eval_metrics, full_validation, training_val_split
 
@@ -60,8 +71,10 @@ class TrainingDiverged(RuntimeError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        from more.input_checks import check_device
+
+        check_device(name)  # one line naming runtime.device (exit 2), not torch's error at the first .to(device)
     return torch.device(name)
 
 
@@ -78,20 +91,33 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = not deterministic
 
 
+# Files every run folder holds from its start: a folder with all of them was made by ``train`` (also before run
+# folders carried the marker of more.outputs), so a run may write there again.
+RUN_FILES = ("config.yaml", "git.txt", "metrics.jsonl")
+
+
 def default_run_dir(cfg: MoReConfig) -> Path:
     name = cfg.runtime.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.runtime.out_dir) / name
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+def _datasets(cfg: MoReConfig, *, val_split: str, main: bool, world_size: int) -> tuple[Dataset, Dataset | None]:
+    """The training split and (on the main process) the split validated during training (``val_split``).
 
+    The commands check both before any work (:mod:`more.input_checks`); what only the build can find (images without
+    a class skipped, a global batch larger than the split, a harness trial on a node that lacks the files) is one line
+    naming the split, not a traceback."""
+    from more.input_checks import DataInputError
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        train_set = build_train_dataset(cfg)
+        val_set = build_eval_dataset(cfg, val_split) if main else None
+    except (FileNotFoundError, ValueError) as exc:  # read_split, image_labels and read_labels_file name the file
+        raise DataInputError(" ".join(str(exc).split())) from exc
+    if len(train_set) < global_batch(cfg, world_size):
+        raise DataInputError(f"data.train_split={cfg.data.train_split!r}: {len(train_set)} training image(s) with a "
+                             f"class, fewer than one global batch of {global_batch_text(cfg, world_size)}")
+    return train_set, val_set
 
 
 def train(
@@ -115,7 +141,7 @@ def train(
     used on rank 0 only, and the other processes return their own last training losses.
     """
     from more.data import class_names as dataset_class_names
-    from more.eval.metrics import format_table
+    from more.eval.metrics import absent_note, format_table
 
     ddp = dist_info()
     device = resolve_device(cfg.runtime.device)
@@ -134,9 +160,8 @@ def train(
         barrier()  # rank 0 generates a missing synthetic set; the others then only check it
         if not ddp.is_main:
             ensure_dataset(cfg)
-    train_set = build_train_dataset(cfg)
     val_split, val_note = training_val_split(cfg)
-    val_set = build_eval_dataset(cfg, val_split) if ddp.is_main else None
+    train_set, val_set = _datasets(cfg, val_split=val_split, main=ddp.is_main, world_size=ddp.world_size)
     val_loader = torch.utils.data.DataLoader(
         val_set,
         batch_size=cfg.eval.batch_size,
@@ -166,15 +191,14 @@ def train(
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{payload['path']} does not fit this run (optimizer, data order or random "
                                   f"state): {type(exc).__name__}: {exc}") from None
+    ckpt_bytes = estimate_checkpoint_bytes(model, optimizer)
     if ddp.is_main:  # only now: data, labels, weights, optimizer and the resumed checkpoint all fit
-        run_path.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_path / "config.yaml")
-        (run_path / "git.txt").write_text(git_sha() + "\n")
+        with on_disk_full(run_path, what="the run folder's first files"):
+            own_dir(run_path, command="train")
+        write_text(run_path / "config.yaml", dump_yaml(cfg))
+        write_text(run_path / "git.txt", git_sha() + "\n")
         if resume:
-            metrics_file.touch()
-            # drop records written after the checkpoint by the interrupted run, so the file reads like one run
-            kept = [ln for ln in metrics_file.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= start]
-            metrics_file.write_text("".join(ln + "\n" for ln in kept))
+            keep_records_until(metrics_file, start)
     # wrapped after loading, so every process starts from the same weights (DDP also broadcasts rank 0's)
     train_model = wrap_ddp(model, device) if ddp.enabled else model
     step_model = torch.compile(train_model) if cfg.train.compile else train_model
@@ -182,6 +206,11 @@ def train(
     total_iters = cfg.train.max_iters
     progress = Progress(total_iters, desc=cfg.name, start=start)
     say = (log or progress.line) if ddp.is_main else (lambda _: None)
+    need, needed_for = space_needed(cfg, checkpoint_bytes=ckpt_bytes, start=start, num_classes=len(names) - 1,
+                                    existing=len(list_checkpoints(run_path)))
+    warning = space_warning(run_path, need, needed_for) if ddp.is_main else None
+    if warning:
+        say(f"warning: {warning}")
     say(
         f"run dir {run_path} | device {device} | autocast {'bf16' if autocast else 'off'} | "
         f"{len(train_set)} train / {len(val_set) if val_set is not None else 0} val images, validating on "
@@ -292,20 +321,22 @@ def train(
             for k in ("train/loss", *[f"train/{t}" for t in TERMS]):
                 if k in last:
                     metrics[k] = last[k]
-            eval_dir = run_path / "eval"
-            eval_dir.mkdir(exist_ok=True)
-            (eval_dir / f"iter_{done:06d}.md").write_text(format_table(result.scores, names))
+            write_text(run_path / "eval" / f"iter_{done:06d}.md", format_table(result.scores, names, split=val_split))
+            # a class in neither the GT nor a prediction of a small val split makes that m-IoU NaN: say which
+            note = absent_note(result.scores, names, split=val_split)
             say(
                 f"eval @ {done} on {val_split}: "
                 + " ".join(f"{o} {metrics[f'val/{o}/miou']:.2f}" for o in result.scores)
                 + f" | cls F1 {result.cls_f1:.3f}"
+                + (f" | {note}" if note else "")
             )
             if is_last and cfg.train.final_full_val:
                 full, full_result = full_validation(model, cfg, validated=val_split, last=metrics, class_names=names,
                                                     device=device, autocast=autocast, log=say)
                 metrics.update(full)
                 if full_result is not None:
-                    (eval_dir / f"full_iter_{done:06d}.md").write_text(format_table(full_result.scores, names))
+                    write_text(run_path / "eval" / f"full_iter_{done:06d}.md",
+                               format_table(full_result.scores, names, split=cfg.data.val_split))
                 say(f"full validation @ {done} on {cfg.data.val_split}: "
                     + " ".join(f"{o} {metrics[f'val_full/{o}/miou']:.2f}" for o in result.scores))
             append_jsonl(
@@ -316,15 +347,19 @@ def train(
             window_t0 += time.perf_counter() - t0  # evaluation time is not training time
         ckpt_dir = None
         if do_ckpt and ddp.is_main:
-            ckpt_dir = save_checkpoint(
-                run_path,
-                iteration=done,
-                model=model,
-                optimizer=optimizer,
-                data_state={"epoch": epoch, "position": position},
-                cfg=cfg,
-                keep=cfg.train.keep_ckpts,
-            )
+            try:
+                ckpt_dir = save_checkpoint(
+                    run_path,
+                    iteration=done,
+                    model=model,
+                    optimizer=optimizer,
+                    data_state={"epoch": epoch, "position": position},
+                    cfg=cfg,
+                    keep=cfg.train.keep_ckpts,
+                )
+            except DiskFullError as exc:
+                done_before = list_checkpoints(run_path)
+                raise checkpoint_disk_full(exc, run_path, done_before[-1] if done_before else None) from exc
         if do_eval and report is not None and ddp.is_main:
             report(metrics, str(ckpt_dir) if ckpt_dir else None)
     if ddp.enabled:

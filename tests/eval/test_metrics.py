@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from more.eval.metrics import ConfusionMatrix, classification_f1, format_table, per_image_f1, scores
+from more.eval.metrics import (
+    ConfusionMatrix,
+    absent_note,
+    classification_f1,
+    format_table,
+    per_image_f1,
+    scores,
+)
 
 # gt / pred over 4 classes. Class 2 is absent from the GT but predicted once; class 3 is in the GT but never
 # predicted; the last two pixels are ignore (255) and must not count.
@@ -46,7 +53,10 @@ def test_scores_by_hand_with_undefined_classes():
     np.testing.assert_allclose(s.confusion, [1 / 2, 1.0, np.inf, np.nan])
     np.testing.assert_array_equal(s.present, [True, True, False, True])
     assert s.miou == pytest.approx((0.5 + 0.4) / 4)
-    assert s.miou_present == pytest.approx((0.5 + 0.4 + 0.0) / 3)
+    assert s.miou_gt == pytest.approx((0.5 + 0.4 + 0.0) / 3)  # the reference dict's miou: classes in the GT
+    assert s.miou_present == pytest.approx(s.miou)  # every class is in the GT or the prediction: the plain mean
+    np.testing.assert_array_equal(s.predicted, [True, True, True, False])
+    assert not s.absent.any()
     assert math.isnan(s.mprecision) and math.isnan(s.mrecall) and math.isnan(s.mconfusion)
     assert s.pixel_acc == pytest.approx(4 / 8)
 
@@ -67,7 +77,36 @@ def test_scores_plain_means_and_percent_units():
 def test_iou_of_class_absent_everywhere_is_nan_and_makes_plain_mean_nan():
     s = scores(np.array([[3, 0], [0, 0]]))
     assert s.iou[0] == 1.0 and math.isnan(s.iou[1])
-    assert math.isnan(s.miou) and s.miou_present == 1.0
+    assert math.isnan(s.miou) and s.miou_present == 1.0 and s.miou_gt == 1.0
+
+
+# HIST with a fifth class that neither the GT nor the prediction contains (a small validation subset)
+HIST5 = np.pad(HIST, ((0, 1), (0, 1)))
+NAMES5 = ["background", "cat", "dog", "car", "boat"]
+
+
+def test_miou_present_leaves_out_only_the_classes_absent_from_gt_and_prediction():
+    s = scores(HIST5)
+    assert math.isnan(s.iou[4]) and math.isnan(s.miou)
+    np.testing.assert_array_equal(s.absent, [False, False, False, False, True])
+    assert s.miou_present == pytest.approx((0.5 + 0.4 + 0.0 + 0.0) / 4)  # 'dog' is predicted only: IoU 0 counts
+    assert s.miou_gt == pytest.approx((0.5 + 0.4 + 0.0) / 3)  # 'dog' is not in the GT: left out
+    assert s.as_percent().miou_present == pytest.approx(22.5)
+
+
+def test_absent_note_names_the_classes_the_outputs_and_the_split():
+    full = scores(HIST)
+    # seg predicts 'cat' where cam predicted 'dog': 'dog' is then in neither; IoU bg 2/4, cat 3/5, car 0
+    seg = scores(np.pad(np.array([[2, 1, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]), ((0, 1), (0, 1))))
+    note = absent_note({"cam": scores(HIST5), "seg": seg, "lam": full}, NAMES5, split="val_small")
+    assert note == ("mIoU is nan for cam, seg: class(es) 'boat', 'dog' (seg) occur in neither the ground truth nor "
+                    "the prediction on split 'val_small'; mIoU over the classes present (miou_present): cam 22.50, "
+                    "seg 36.67")
+    assert absent_note({"lam": full}, NAMES5[:4]) == ""
+    table = format_table({"CAM": scores(HIST5)}, NAMES5, split="val_small")
+    assert table.splitlines()[2] == "| CAM | nan | nan | nan | nan |"
+    assert table.endswith("on split 'val_small'; mIoU over the classes present (miou_present): CAM 22.500")
+    assert "mIoU is nan" not in format_table({"CAM": full}, NAMES5[:4])
 
 
 def test_classification_f1_by_hand():

@@ -78,7 +78,7 @@ def test_trial_names_are_filesystem_safe():
     ({"resources": {"gpus": 1.5}}, "resources.gpus=1.5: need a fraction in [0, 1] or a whole number"),
     ({"resources": {"gpus": -1}}, "resources.gpus=-1"),
     ({"metric": "val/seg/mIoU"}, "metric='val/seg/mIoU': unknown metric 'mIoU' (one of miou, precision, recall, "
-                                 "confusion); did you mean 'val/seg/miou'?"),
+                                 "confusion, miou_present); did you mean 'val/seg/miou'?"),
     ({"metric": "val/sge/miou"}, "metric='val/sge/miou': unknown output 'sge' (one of cam, aux_cam, lam, fused, "
                                  "seg); did you mean 'val/seg/miou'?"),
     ({"metric": "seg_miou"}, "metric='seg_miou': not a reported metric"),

@@ -7,8 +7,8 @@ import json
 import shutil
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from more.config import load_config
 from more.data import build_eval_dataset, class_names, collate_eval

@@ -37,7 +37,7 @@ def _score_rows(name: str, ours, theirs: dict) -> list[Row]:  # noqa: ANN001 - o
                    [values("iou"), values("precision"), values("recall"), values("confusion")], tol=1e-12)]
     # format_tabs' rows: plain means over all classes (NaN propagates), the dict's miou is the nan-mean over GT classes
     rows.append(approx(f"{name}: m-IoU / m-Precision / m-Recall / m-ConfusionRatio / dict miou / pAcc",
-                       np.array([ours.miou, ours.mprecision, ours.mrecall, ours.mconfusion, ours.miou_present,
+                       np.array([ours.miou, ours.mprecision, ours.mrecall, ours.mconfusion, ours.miou_gt,
                                  ours.pixel_acc]),
                        np.array([values("iou").mean(), values("precision").mean(), values("recall").mean(),
                                  values("confusion").mean(), theirs["miou"], theirs["pAcc"]]), tol=1e-12))
