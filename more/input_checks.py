@@ -70,7 +70,12 @@ def split_names(cfg: Any, key: str, split: str, where: str = "") -> list[str] | 
             raise DataInputError(f"{where}{key}={split!r}: the synthetic set generated at data.root has the splits "
                                  f"{', '.join(sizes)}")
         return sizes[split]
-    files = split_files(cfg.data.root, cfg.data.dataset, split)
+    from more.data.description import DatasetError
+
+    try:
+        files = split_files(cfg.data.root, cfg.data.dataset, split)
+    except DatasetError as exc:  # a described set (dataset.yaml) that does not list the split, or a broken description
+        raise DataInputError(f"{where}{key}={split!r}: {' '.join(str(exc).split())}") from None
     if not files.list_file.is_file():
         raise DataInputError(f"{where}{key}={split!r}: no split list {files.list_file} "
                              f"({_available(files.list_file.parent)})")
