@@ -102,6 +102,12 @@ def space_warning(path: str | os.PathLike, need: int, what: str) -> str | None:
             f"needs; the run will stop with a disk-full error when it fills up")
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/more`` (default ``~/.cache/more``): where caches of what ``more`` reads go, never beside the
+    data itself (a dataset root is read-only to ``more``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "more"
+
+
 # ----------------------------------------------------------------------------------------------- ownership
 
 

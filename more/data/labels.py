@@ -14,6 +14,7 @@ class names are known, its name:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -31,7 +32,7 @@ from more.data.description import DatasetError
 if TYPE_CHECKING:
     from more.data.layout import SplitFiles
 
-CACHE_DIR = ".more_cache"
+CACHE_DIR = ".more_cache"  # where older versions cached labels inside the dataset root (skipped by fingerprints)
 _CACHE_VERSION = 1
 NAME_COLUMNS = ("image", "name", "file", "filename")
 TRUE_CELLS = ("1", "true", "yes", "x", "y")
@@ -193,10 +194,11 @@ def to_matrix(class_lists: Sequence[Sequence[int]], num_classes: int) -> np.ndar
 
 
 def derive_labels(files: SplitFiles, names: Sequence[str], num_classes: int, *, cache: bool = True) -> np.ndarray:
-    """Labels (N, C) bool derived from the masks, cached in ``ROOT/.more_cache/labels_{split}.json``.
+    """Labels (N, C) bool derived from the masks, cached in the user's cache folder (:func:`labels_cache_path`),
+    never inside the dataset root.
 
-    The cache is keyed by image name and is rebuilt when the list file's size or mtime changes. A root that is
-    not writable just skips the cache.
+    The cache is keyed by image name and is rebuilt when the list file's size or mtime changes. A cache folder that
+    is not writable just skips the cache.
 
     Raises:
         FileNotFoundError: the split has no masks, or a listed mask is missing (named).
@@ -205,7 +207,7 @@ def derive_labels(files: SplitFiles, names: Sequence[str], num_classes: int, *, 
 
     if files.mask_dir is None:
         raise FileNotFoundError(f"split '{files.split}' has no masks to derive image labels from; set data.labels_file")
-    cache_path = files.root / CACHE_DIR / f"labels_{files.split}.json"
+    cache_path = labels_cache_path(files)
     stat = files.list_file.stat()
     key = {"version": _CACHE_VERSION, "list_size": stat.st_size, "list_mtime_ns": stat.st_mtime_ns,
            "mask_dir": files.mask_dir.name, "num_classes": num_classes}
@@ -230,6 +232,14 @@ def derive_labels(files: SplitFiles, names: Sequence[str], num_classes: int, *, 
         if cache:
             _write_cache(cache_path, {"key": key, "labels": known})
     return to_matrix([known[n] for n in names], num_classes)
+
+
+def labels_cache_path(files: SplitFiles) -> Path:
+    """``<user cache>/labels/<digest>.json``, one file per (dataset root, mask folder, split)."""
+    from more.outputs import user_cache_dir
+
+    where = f"{Path(files.root).resolve()}\0{files.mask_dir}\0{files.split}"
+    return user_cache_dir() / "labels" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
 
 
 def _write_cache(path: Path, payload: dict[str, Any]) -> None:

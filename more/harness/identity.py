@@ -104,7 +104,9 @@ def code_identity(root: str | os.PathLike | None = None) -> str:
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "more" / "file_hashes.json"
+    from more.outputs import user_cache_dir
+
+    return user_cache_dir() / "file_hashes.json"
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:

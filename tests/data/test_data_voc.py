@@ -90,11 +90,17 @@ def test_labels_derived_from_masks(voc_root, trees):
     assert labels.tolist() == [onehot([1, 15], 20), onehot([20], 20), onehot([3, 7], 20)]
 
 
-def test_labels_cache_is_used_and_invalidated_by_the_list_file(voc_root, trees):
+def test_labels_cache_is_used_and_invalidated_by_the_list_file(voc_root, trees, tmp_path, monkeypatch):
+    from more.data.labels import labels_cache_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = sorted(p.relative_to(voc_root) for p in voc_root.rglob("*"))
     files = split_files(voc_root, "voc", "train")
     names = trees.VOC_SPLITS["train"]
     image_labels(files, names, 20)
-    cache = voc_root / ".more_cache" / "labels_train.json"
+    cache = labels_cache_path(files)
+    assert cache.parent == tmp_path / "xdg" / "more" / "labels"  # the user's cache, never inside the dataset
+    assert sorted(p.relative_to(voc_root) for p in voc_root.rglob("*")) == before
     stored = json.loads(cache.read_text())
     assert stored["labels"] == {"2007_000032": [1, 15], "2007_000039": [20]}
     stored["labels"]["2007_000039"] = [5]  # a cache hit must return this, not the mask's class 20
@@ -103,9 +109,13 @@ def test_labels_cache_is_used_and_invalidated_by_the_list_file(voc_root, trees):
     files.list_file.write_text("2007_000039\n2007_000032\n")  # the list changed (size/mtime): recompute
     assert image_labels(files, ["2007_000039"], 20)[0].tolist() == onehot([20], 20)
     assert json.loads(cache.read_text())["labels"]["2007_000039"] == [20]
+    assert labels_cache_path(split_files(voc_root, "voc", "val")) != cache  # one file per split
 
 
-def test_labels_file_json_and_text(voc_root, tmp_path):
+def test_labels_file_json_and_text(voc_root, tmp_path, monkeypatch):
+    from more.data.labels import labels_cache_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     files = split_files(voc_root, "voc", "val")
     names = ["2007_000063", "2007_000129"]
     js = tmp_path / "labels.json"
@@ -114,7 +124,7 @@ def test_labels_file_json_and_text(voc_root, tmp_path):
     txt = tmp_path / "labels.txt"
     txt.write_text("2007_000063 4 6\n2007_000129\n")
     assert image_labels(files, names, 20, str(txt)).tolist() == [onehot([4, 6], 20), onehot([], 20)]
-    assert not (voc_root / ".more_cache").exists()  # masks were not read
+    assert not labels_cache_path(files).exists()  # masks were not read
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"2007_000063": [21]}))
     with pytest.raises(ValueError, match=r"bad.json.*2007_000063.*1\.\.20"):
@@ -188,7 +198,11 @@ def test_eval_rejects_a_mask_of_another_size(voc_root, trees):
         ds[1]
 
 
-def test_coco_layout(coco_root, trees):
+def test_coco_layout(coco_root, trees, tmp_path, monkeypatch):
+    from more.data.labels import labels_cache_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = sorted(p.relative_to(coco_root) for p in coco_root.rglob("*"))
     cfg = trees.small_cfg(coco_root, "coco", **{"eval.split": "val_part"})
     train = build_train_dataset(cfg)
     assert train.names == trees.COCO_SPLITS["train"]
@@ -198,7 +212,8 @@ def test_coco_layout(coco_root, trees):
     item = val[0]
     assert item["name"] == "COCO_val2014_000000000073" and item["mask"].shape == (20, 30)
     assert item["labels"].tolist() == onehot([3, 62], 80)
-    assert (coco_root / ".more_cache" / "labels_val_part.json").is_file()
+    assert labels_cache_path(split_files(coco_root, "coco", "val_part")).is_file()
+    assert sorted(p.relative_to(coco_root) for p in coco_root.rglob("*")) == before  # nothing written in the dataset
 
 
 def test_ensure_dataset(tmp_path, voc_root, trees):
