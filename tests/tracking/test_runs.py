@@ -162,28 +162,6 @@ def test_failed_trial_ends_failed_with_error_then_a_retry_clears_it(make_store):
     assert len(search(launch.client, launch.experiment_id, "tags.`more.kind` = 'trial'")) == 1
 
 
-def test_tracking_failure_warns_once_and_training_reports_go_on(make_store):
-    uri = make_store()
-    launch = LaunchTracker.start(uri, "flaky_spec", DIGEST, "", "abc", strict=True)
-    trial = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "t-s0"), {"more.kind": "trial"})
-    calls = []
-
-    def broken(*args, **kwargs):
-        calls.append(1)
-        raise ConnectionError("server gone")
-
-    trial.client.log_batch = broken
-    inner = []
-    report = trial.report_callback(lambda m, d: inner.append(m["iter"]))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report({"iter": 3.0}, None)
-        report({"iter": 6.0}, None)
-        trial.finish("FINISHED")
-    assert inner == [3.0, 6.0] and len(calls) == 1 and not trial.enabled
-    assert sum("tracking is off" in str(w.message) for w in caught) == 1
-
-
 def test_unreachable_store_gives_disabled_trackers_that_still_forward(tmp_path):
     not_a_db = tmp_path / "plain.db"
     not_a_db.write_text("this is not sqlite")
