@@ -225,26 +225,35 @@ def ray_address(address: str | None) -> str:
 
 
 def optuna_storage(where: str, what: str = "--storage") -> str:
-    """An Optuna storage: a journal file (new, or one Optuna wrote) or an RDB URL whose driver is installed."""
+    """An Optuna storage: a journal file (new, or one Optuna wrote) or an RDB URL whose driver is installed and, for
+    a server (PostgreSQL), that answers with the URL's credentials. Messages never show the URL's password."""
     if "://" in where:
+        from more.database import DatabaseError, check_database, redact
+
+        shown = redact(where)
         scheme = where.split("://", 1)[0]
         dialect = scheme.split("+", 1)[0].lower()
         if dialect not in STORAGE_SCHEMES:
-            raise PreflightError(f"{what} {where}: unknown database '{scheme}' (a journal file path, or "
+            raise PreflightError(f"{what} {shown}: unknown database '{scheme}' (a journal file path, or "
                                  f"{', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+        if dialect != "sqlite":  # i21pg: a server must answer, with these credentials, before any work starts
+            try:
+                return check_database(where, what)
+            except DatabaseError as exc:
+                raise PreflightError(str(exc)) from None
         try:
             from sqlalchemy.engine import make_url
 
             url = make_url(where)
             url.get_dialect().import_dbapi()
         except ImportError as exc:
-            raise PreflightError(f"{what} {where}: the database driver for '{scheme}' is not installed "
+            raise PreflightError(f"{what} {shown}: the database driver for '{scheme}' is not installed "
                                  f"({exc})") from None
         except Exception as exc:  # noqa: BLE001 -- sqlalchemy's errors for a bad URL or an unknown driver vary
-            raise PreflightError(f"{what} {where}: not a usable database URL ({type(exc).__name__}: {exc})") from None
+            raise PreflightError(f"{what} {shown}: not a usable database URL ({type(exc).__name__}: {exc})") from None
         if dialect == "sqlite" and url.database:
             _sqlite_file(Path(url.database).expanduser().absolute(), what)
-        return f"{what} {where} (database driver installed)"
+        return f"{what} {shown} (database driver installed)"
     p = Path(where).expanduser().absolute()
     if p.is_dir():
         raise PreflightError(f"{what} {p}: is a folder, expected an Optuna journal file (e.g. {p}/study.journal)")
