@@ -100,7 +100,9 @@ def _reason(exc: BaseException, parsed: object, url: str) -> str:
     """One line saying why a connection failed, without the password."""
     message = scrub(str(getattr(exc, "orig", None) or exc), url)
     lower = message.lower()
-    where = f"{getattr(parsed, 'host', None) or 'localhost'}:{getattr(parsed, 'port', None) or 5432}"
+    query = getattr(parsed, "query", None) or {}
+    host = getattr(parsed, "host", None) or query.get("host") or "localhost"  # ?host=/run/postgresql: a socket
+    where = f"{host}:{getattr(parsed, 'port', None) or query.get('port') or 5432}"
     user = getattr(parsed, "username", None) or "(default user)"
     database = getattr(parsed, "database", None) or "(default database)"
     if "password authentication failed" in lower or "no password supplied" in lower or \

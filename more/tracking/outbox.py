@@ -2,7 +2,8 @@
 
 ``<run folder>/tracking/outbox.jsonl`` gets one JSON line per event, appended by the trial's own thread:
 
-- ``open``: an attempt started (tracking URI, parent run, trial key, run name, tags, params, ``config.yaml``);
+- ``open``: an attempt started (tracking URI without password, parent run, trial key, run name, tags, params,
+  ``config.yaml``);
 - ``eval``: one evaluation as the trainer reported it (every metric at full precision, the time it was reported,
   the checkpoint folder, the tracking time so far);
 - ``end``: the attempt ended (status, error text, the checkpoint to upload, pictures skipped).

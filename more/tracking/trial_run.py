@@ -151,7 +151,9 @@ class TrialTracker:
             return cls()
         t0 = time.perf_counter()
         uri = resolve_tracking_uri(tracking_uri)
-        opening = Opening(uri=uri, parent=parent_run_id, trial_key=trial_key,
+        from more.database import redact
+
+        opening = Opening(uri=redact(uri), parent=parent_run_id, trial_key=trial_key,  # the outbox file: no password
                           run_name=run_name or trial_key.split(":", 1)[-1],
                           tags={**tags, "more.trial_key": trial_key}, log_checkpoint=log_checkpoint)
         if cfg is not None:
