@@ -40,6 +40,7 @@ class Sender:
         self._done = 0  # the poke count the last successful pass started from
         self._attempted = 0  # the poke count the last pass (successful or not) started from
         self._stopped = False
+        self.busy_s = 0.0  # seconds spent in passes (in this thread, off the training loop)
         self.failures = 0  # consecutive failed passes
         self.failing_since: float | None = None  # monotonic time of the first failure of the current streak
         self.last_error: BaseException | None = None
@@ -102,10 +103,12 @@ class Sender:
                 if self._stopped:
                     return
                 target = self._wanted
+            started = time.monotonic()
             try:
                 self._work()
             except Exception as exc:  # noqa: BLE001 -- any failure is retried; the outbox keeps the work
                 with self._cond:
+                    self.busy_s += time.monotonic() - started
                     self.failures += 1
                     self.last_error = exc
                     self._attempted = target
@@ -121,6 +124,7 @@ class Sender:
             with self._cond:
                 down_for = time.monotonic() - self.failing_since if self.failing_since is not None else None
                 self._done = self._attempted = target
+                self.busy_s += time.monotonic() - started
                 self.failures, self.failing_since, self.last_error = 0, None, None
                 self._cond.notify_all()
             delay = self._first_backoff

@@ -114,6 +114,11 @@ class TrialTracker:
         return self._sync is not None and self._sync.run.opened and not self._sync.run.created
 
     @property
+    def sender_s(self) -> float:
+        """Seconds the background sender has spent syncing the run (not counted in :attr:`overhead_s`)."""
+        return self._sender.busy_s if self._sender is not None else 0.0
+
+    @property
     def logged_through(self) -> int:
         """The last evaluation the run holds (as far as this tracker knows)."""
         return self._sync.run.logged_through if self._sync is not None else 0
