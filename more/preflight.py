@@ -181,6 +181,7 @@ def http_answers(url: str, what: str) -> None:
 def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool = True) -> tuple[str, str]:
     """The resolved MLflow tracking URI and a line on it: a known scheme, a usable sqlite file, and (with
     ``probe``) a server that answers."""
+    from more.database import DatabaseError, check_database, redact
     from more.tracking.store import TrackingError, resolve_tracking_uri, sqlite_path
 
     try:
@@ -189,8 +190,8 @@ def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool
         raise PreflightError(f"{what}: {exc}") from None
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in TRACKING_SCHEMES:
-        raise PreflightError(f"{what} {uri}: unknown scheme '{scheme}' (use a path, sqlite:////abs/mlflow.db or "
-                             f"http://server:port)")
+        raise PreflightError(f"{what} {redact(uri)}: unknown scheme '{scheme}' (use a path, "
+                             f"sqlite:////abs/mlflow.db or http://server:port)")
     db = sqlite_path(uri)
     if db is not None:
         _sqlite_file(db, what)
@@ -198,7 +199,12 @@ def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool
     if scheme in ("http", "https") and probe:
         http_answers(uri, f"{what}: tracking server")
         return uri, f"{what} {uri} (server answers)"
-    return uri, f"{what} {uri}"
+    if scheme == "postgresql" and probe:  # i21pg: a store written directly: it must answer, password never shown
+        try:
+            return uri, check_database(uri, what)
+        except DatabaseError as exc:
+            raise PreflightError(str(exc)) from None
+    return uri, f"{what} {redact(uri)}"
 
 
 def ray_address(address: str | None) -> str:

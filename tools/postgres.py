@@ -10,10 +10,18 @@ PostgreSQL refuses to run as root: as root, the folder is handed to the ``postgr
 through ``runuser -u postgres --``. :class:`PostgresUnavailable` says why a server cannot start here (no binaries, no
 ``postgres`` user); tests skip with that reason. Binaries: ``$MORE_PG_BIN``, else ``/usr/lib/postgresql/15/bin``.
 
+:func:`start_mlflow_on_postgres` adds what ``cluster.yaml`` runs on the head: a database owned by a role named after
+the OS user and an MLflow server with several workers reaching it over the Unix socket, without a password.
+
 Used by ``tests/conftest.py`` (the ``postgres`` fixture) and importable from ``bench/`` scripts::
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
-    from tools.postgres import start_postgres
+    from tools.postgres import start_mlflow_on_postgres, start_postgres
+
+    pg = start_postgres()
+    server = start_mlflow_on_postgres(pg, artifacts_dir="/tmp/x/artifacts", workers=4)  # server.url: http://127...
+    ...
+    stop_server(server); pg.stop()
 """
 
 from __future__ import annotations
@@ -172,3 +180,26 @@ def start_postgres(*, host: str = "127.0.0.1", port: int = 0, wait_s: float = 60
         raise RuntimeError(f"PostgreSQL did not start ({run.returncode}): {run.stderr.strip()}\n{log}")
     server.pid = int(pid_file.read_text().splitlines()[0])
     return server
+
+
+def socket_url(server: PostgresServer, database: str) -> str:
+    """The URL of ``database`` over the server's Unix socket as the OS user (``cluster.yaml``'s form)."""
+    return f"postgresql:///{database}?host={server.root}&port={server.port}"
+
+
+def start_mlflow_on_postgres(server: PostgresServer, *, artifacts_dir: str | os.PathLike, database: str = "mlflow",
+                             workers: int = 2, host: str = "127.0.0.1", port: int = 0) -> object:
+    """A database ``database`` owned by a role named after this process's OS user (made if missing), and an
+    ``mlflow server`` on it with ``workers`` workers (:func:`more.tracking.store.start_server`; stop it with
+    ``stop_server``)."""
+    import getpass
+
+    from more.tracking.store import start_server
+
+    user = getpass.getuser()
+    if not server.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'").strip():
+        server.psql(f'CREATE ROLE "{user}" LOGIN')
+    if not server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'").strip():
+        server.psql(f'CREATE DATABASE "{database}" OWNER "{user}"')
+    return start_server(socket_url(server, database), artifacts_dir=artifacts_dir, host=host, port=port,
+                        workers=workers, wait_s=300)

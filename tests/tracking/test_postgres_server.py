@@ -5,7 +5,6 @@ Where a password is used (TCP), the database check refuses bad ones in one line 
 
 from __future__ import annotations
 
-import getpass
 import re
 import subprocess
 import urllib.request
@@ -16,7 +15,7 @@ import yaml
 
 from more.database import DatabaseError, check_database, redact
 from more.tracking import LaunchTracker, TrialTracker, trial_key
-from more.tracking.store import free_port, start_server, stop_server
+from more.tracking.store import free_port, stop_server
 
 PASSWORD = "pw-Zq8#tracking"
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +45,12 @@ def test_cluster_yaml_runs_mlflow_on_postgresql_with_several_workers():
 @pytest.fixture(scope="module")
 def mlflow_on_postgres(postgres, tmp_path_factory):
     """cluster.yaml's server, with the test server's socket folder and port in place of Debian's."""
-    user = getpass.getuser()
-    postgres.psql(f'CREATE ROLE "{user}" LOGIN')
-    postgres.psql(f'CREATE DATABASE mlflow OWNER "{user}"')
-    uri = cluster_backend_uri().replace("/var/run/postgresql", f"{postgres.root}&port={postgres.port}")
+    from tools.postgres import socket_url, start_mlflow_on_postgres
+
+    assert socket_url(postgres, "mlflow") == cluster_backend_uri().replace(
+        "/var/run/postgresql", f"{postgres.root}&port={postgres.port}")
     folder = tmp_path_factory.mktemp("pg-server")
-    server = start_server(uri, artifacts_dir=folder / "artifacts", host="127.0.0.1", workers=2, wait_s=300)
+    server = start_mlflow_on_postgres(postgres, artifacts_dir=folder / "artifacts", workers=2)
     try:
         yield server, postgres, folder
     finally:
@@ -102,3 +101,15 @@ def test_database_check_gives_one_line_without_the_password(postgres):
         text = str(caught.value)
         assert expected in text and PASSWORD not in text and "\n" not in text, (name, text)
         assert text.startswith("--storage postgresql"), (name, text)
+
+
+def test_a_postgresql_tracking_uri_is_checked_in_one_line_without_the_password(postgres):
+    from more.preflight import PreflightError, tracking_uri
+
+    postgres.create_database("direct", user="direct", password=PASSWORD)
+    good = postgres.url("direct", "direct", PASSWORD)
+    uri, line = tracking_uri(good)
+    assert uri == good and line.endswith("(PostgreSQL answers)") and PASSWORD not in line
+    with pytest.raises(PreflightError) as caught:
+        tracking_uri(postgres.url("direct", "direct", "wrong"))
+    assert "refused the credentials of user 'direct'" in str(caught.value) and "wrong" not in str(caught.value)
