@@ -6,7 +6,8 @@ run folder. :func:`reconcile` walks the experiment folder's trial run folders (`
 each outbox (:mod:`more.tracking.outbox`) and sends what the run lacks: the run itself if it was never created, the
 evaluations after its ``more.logged_through``, their files, and the end of an attempt that ended. It never reopens a
 run and never ends one whose attempt did not record its end (the driver's :meth:`LaunchTracker.close_orphans` does,
-from Tune's outcomes). A run that is complete costs one search.
+from Tune's outcomes). The launch's runs are listed once (one paged search per parent run); a run that holds
+everything its outbox asks for costs no further call.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from more.tracking.outbox import OUTBOX, read_outbox
+from more.tracking.outbox import OUTBOX, OutboxState, pending_steps, read_outbox
+from more.tracking.runs import LOGGED_THROUGH, PARENT_TAG, quoted, search_all
 from more.tracking.store import make_client, resolve_tracking_uri
-from more.tracking.sync import RunSync
+from more.tracking.sync import ATTEMPTS_TAG, CHECKPOINT_TAG, RunSync
 
 
 @dataclass
@@ -60,20 +63,22 @@ def reconcile(tracking_uri: str | None, experiment_folder: str | os.PathLike) ->
         reconciliation can still fill it in: every step is safe to repeat).
     """
     result = Reconciled()
-    folders = trial_folders(experiment_folder)
-    if not folders:
+    states = [(folder, read_outbox(folder)) for folder in trial_folders(experiment_folder)]
+    states = [(folder, state) for folder, state in states if state.opening is not None]
+    result.folders = len(states)
+    if not states:
         return result
     try:
         client = make_client(resolve_tracking_uri(tracking_uri))
+        experiments: dict[str, str] = {}  # parent run id -> experiment id, shared by the folders' syncers
+        runs = _child_runs(client, {state.opening.parent for _, state in states}, experiments)
     except Exception as exc:  # noqa: BLE001 -- reported like an unreachable run
         result.failed[str(experiment_folder)] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return result
-    experiments: dict[str, str] = {}  # parent run id -> experiment id, shared by the folders' syncers
-    for folder in folders:
-        state = read_outbox(folder)
-        if state.opening is None:
-            continue
-        result.folders += 1
+    for folder, state in states:
+        found = runs.get(state.opening.trial_key, [])
+        if len(found) == 1 and _complete(found[0], state, folder):
+            continue  # the common case after a healthy launch: no call at all
         sync = RunSync(client, folder, live=False, experiments=experiments)
         try:
             counts = sync.sync(state)
@@ -84,3 +89,28 @@ def reconcile(tracking_uri: str | None, experiment_folder: str | os.PathLike) ->
         result.evaluations += counts.evaluations
         result.ended += int(counts.ended)
     return result
+
+
+def _child_runs(client: Any, parents: set[str], experiments: dict[str, str]) -> dict[str, list[Any]]:
+    """``{trial key: [runs]}`` of every child run of ``parents``: one paged search per parent."""
+    runs: dict[str, list[Any]] = {}
+    for parent in parents:
+        experiments[parent] = client.get_run(parent).info.experiment_id
+        for run in search_all(client, experiments[parent], f"tags.`{PARENT_TAG}` = {quoted(parent)}"):
+            runs.setdefault(run.data.tags.get("more.trial_key", ""), []).append(run)
+    return runs
+
+
+def _complete(run: Any, state: OutboxState, folder: Path) -> bool:
+    """The run holds everything the outbox asks for (then the folder costs no call)."""
+    tags = run.data.tags
+    if int(tags.get(LOGGED_THROUGH, "0") or 0) < max(state.evaluations, default=0) or pending_steps(folder):
+        return False
+    if int(tags.get(ATTEMPTS_TAG, "0") or 0) < state.attempts or len(run.data.params) < len(state.opening.params):
+        return False
+    ending = state.ending
+    if ending is None:
+        return True
+    checkpoint = Path(ending.checkpoint).name if ending.checkpoint and Path(ending.checkpoint).is_dir() else None
+    return (run.info.status == ending.status and tags.get("more.error", "") == ending.error
+            and (checkpoint is None or tags.get(CHECKPOINT_TAG) == checkpoint))

@@ -86,6 +86,18 @@ def search(client: Any, experiment_id: str, where: str) -> list[Any]:
                                    order_by=["attributes.start_time ASC"]))
 
 
+def search_all(client: Any, experiment_id: str, where: str) -> list[Any]:
+    """Every active run of one experiment matching ``where`` (page after page)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=where, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
