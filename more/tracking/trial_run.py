@@ -35,7 +35,7 @@ from more.tracking.store import make_client, resolve_tracking_uri
 from more.tracking.sync import RunSync
 
 FINISH_WAIT_ENV = "MORE_TRACKING_FINISH_WAIT_S"
-OPEN_WAIT_S = 30.0  # how long opening waits for the run (it goes on in the background after that)
+OPEN_WAIT_S = 5.0  # how long opening waits for the run (it goes on in the background after that)
 FINISH_WAIT_S = 30.0  # how long the end of a trial waits for a store that stopped answering (``$FINISH_WAIT_ENV``)
 MEMORY_EVALUATIONS = 256  # unsent evaluations kept in memory; older ones are read back from the outbox file
 
