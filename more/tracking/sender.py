@@ -5,7 +5,8 @@ sync pass (:class:`more.tracking.sync.RunSync`) per poke; when a pass fails (ser
 again, 1 s doubling to 30 s, for as long as the trial lives (new work starts a pass at once). A pass is safe to
 repeat, so a pass that failed midway is simply run again. The MLflow client's own retries
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 by default, backoff factor 2) happen inside a pass, in this thread: they delay
-the catch-up, never the training.
+the catch-up, never the training. :class:`Answered` notes when the store last answered, so that the end of a trial
+can tell a slow upload (worth waiting for) from a store that stopped answering.
 """
 
 from __future__ import annotations
@@ -130,3 +131,24 @@ class Sender:
             delay = self._first_backoff
             if down_for is not None and self._on_recovery is not None:
                 self._on_recovery(down_for)
+
+
+class Answered:
+    """A client that notes when the store last answered one of its calls (how :meth:`TrialTracker.finish` tells a
+    slow upload, worth waiting for, from a store that stopped answering)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.answered_at = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = attr(*args, **kwargs)
+            self.answered_at = time.monotonic()
+            return out
+
+        return call

@@ -30,7 +30,7 @@ from typing import Any
 
 from more.tracking.outbox import Ending, Evaluation, Opening, Outbox, OutboxState, pending_dir, read_outbox
 from more.tracking.runs import PICTURE_BUDGET, STATUS, TRIAL, Report, error_text, flat_params, trial_key, warn
-from more.tracking.sender import Sender
+from more.tracking.sender import Answered, Sender
 from more.tracking.store import make_client, resolve_tracking_uri
 from more.tracking.sync import RunSync
 
@@ -381,27 +381,6 @@ class TrialTracker:
         else:
             self.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED", error=exc)
         return False
-
-
-class Answered:
-    """A client that notes when the store last answered one of its calls (how :meth:`TrialTracker.finish` tells a
-    slow upload, worth waiting for, from a store that stopped answering)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.answered_at = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = attr(*args, **kwargs)
-            self.answered_at = time.monotonic()
-            return out
-
-        return call
 
 
 def _sent(evaluation: Evaluation) -> Evaluation:
