@@ -369,7 +369,7 @@ class TrialTracker:
                          f"{self.run_dir or 'nothing (no run folder)'}")
         finally:
             self.overhead_s += time.perf_counter() - t0
-            if self._staging is not None and (self._sender is None or self._sender.caught_up):
+            if self._staging is not None:  # no run folder: nothing could reconcile from it later
                 shutil.rmtree(self._staging, ignore_errors=True)
 
     def __enter__(self) -> TrialTracker:

@@ -212,7 +212,7 @@ def test_a_trial_stopped_early_by_tune_ends_finished(make_store):
     assert run.info.status == "FINISHED" and "more.error" not in run.data.tags
 
 
-def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_report(make_store):
+def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_report(make_store, tmp_path):
     """Tune raises SystemExit(0) in ``tune.report`` while it tears the trial's process down: the run must be ended
     right there, not later in ``__exit__``, which the process may not live to reach."""
     uri = make_store()
@@ -231,17 +231,19 @@ def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_
     assert status_seen == ["FINISHED"]
     assert [m.step for m in launch.client.get_metric_history(trial.run_id, "val/seg/miou")] == [3]
     # a failure raised by the report is not a stop: the run stays open for __exit__ to end FAILED
-    failing = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "f-s0"), {}, strict=True)
+    failing = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "f-s0"), {}, strict=True,
+                                run_dir=tmp_path / "f-s0")  # a folder of the test's: this tracker is never ended
     with pytest.raises(SystemExit):
         failing.report_callback(lambda m, c: (_ for _ in ()).throw(SystemExit(3)))({"iter": 1.0}, None)
     assert launch.client.get_run(failing.run_id).info.status == "RUNNING"
 
 
-def test_the_driver_ends_runs_whose_trial_process_died_before_ending_them(make_store):
+def test_the_driver_ends_runs_whose_trial_process_died_before_ending_them(make_store, tmp_path):
     uri = make_store()
     launch = LaunchTracker.start(uri, "orphan_spec", DIGEST, "", "abc", strict=True)
     keys = {name: trial_key(DIGEST, name) for name in ("stopped-s0", "lost-s0", "done-s0", "pending-s0")}
-    trials = {name: TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True)
+    trials = {name: TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True,
+                                      run_dir=tmp_path / name)  # processes that "died": never ended
               for name, key in keys.items()}
     for trial in trials.values():
         trial.report_callback()({"iter": 3.0, "val/seg/miou": 1.0}, None)
