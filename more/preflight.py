@@ -189,6 +189,7 @@ def http_answers(url: str, what: str) -> None:
 def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool = True) -> tuple[str, str]:
     """The resolved MLflow tracking URI and a line on it: a known scheme, a usable sqlite file, and (with
     ``probe``) a server that answers."""
+    from more.database import DatabaseError, check_database, redact
     from more.tracking.store import TrackingError, resolve_tracking_uri, sqlite_path
 
     try:
@@ -197,8 +198,8 @@ def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool
         raise PreflightError(f"{what}: {exc}") from None
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme not in TRACKING_SCHEMES:
-        raise PreflightError(f"{what} {uri}: unknown scheme '{scheme}' (use a path, sqlite:////abs/mlflow.db or "
-                             f"http://server:port)")
+        raise PreflightError(f"{what} {redact(uri)}: unknown scheme '{scheme}' (use a path, "
+                             f"sqlite:////abs/mlflow.db or http://server:port)")
     db = sqlite_path(uri)
     if db is not None:
         _sqlite_file(db, what)
@@ -206,7 +207,12 @@ def tracking_uri(value: str | None, what: str = "--tracking-uri", *, probe: bool
     if scheme in ("http", "https") and probe:
         http_answers(uri, f"{what}: tracking server")
         return uri, f"{what} {uri} (server answers)"
-    return uri, f"{what} {uri}"
+    if scheme == "postgresql" and probe:  # i21pg: a store written directly: it must answer, password never shown
+        try:
+            return uri, check_database(uri, what)
+        except DatabaseError as exc:
+            raise PreflightError(str(exc)) from None
+    return uri, f"{what} {redact(uri)}"
 
 
 def ray_address(address: str | None) -> str:
@@ -233,26 +239,35 @@ def ray_address(address: str | None) -> str:
 
 
 def optuna_storage(where: str, what: str = "--storage") -> str:
-    """An Optuna storage: a journal file (new, or one Optuna wrote) or an RDB URL whose driver is installed."""
+    """An Optuna storage: a journal file (new, or one Optuna wrote) or an RDB URL whose driver is installed and, for
+    a server (PostgreSQL), that answers with the URL's credentials. Messages never show the URL's password."""
     if "://" in where:
+        from more.database import DatabaseError, check_database, redact
+
+        shown = redact(where)
         scheme = where.split("://", 1)[0]
         dialect = scheme.split("+", 1)[0].lower()
         if dialect not in STORAGE_SCHEMES:
-            raise PreflightError(f"{what} {where}: unknown database '{scheme}' (a journal file path, or "
+            raise PreflightError(f"{what} {shown}: unknown database '{scheme}' (a journal file path, or "
                                  f"{', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+        if dialect != "sqlite":  # i21pg: a server must answer, with these credentials, before any work starts
+            try:
+                return check_database(where, what)
+            except DatabaseError as exc:
+                raise PreflightError(str(exc)) from None
         try:
             from sqlalchemy.engine import make_url
 
             url = make_url(where)
             url.get_dialect().import_dbapi()
         except ImportError as exc:
-            raise PreflightError(f"{what} {where}: the database driver for '{scheme}' is not installed "
+            raise PreflightError(f"{what} {shown}: the database driver for '{scheme}' is not installed "
                                  f"({exc})") from None
         except Exception as exc:  # noqa: BLE001 -- sqlalchemy's errors for a bad URL or an unknown driver vary
-            raise PreflightError(f"{what} {where}: not a usable database URL ({type(exc).__name__}: {exc})") from None
+            raise PreflightError(f"{what} {shown}: not a usable database URL ({type(exc).__name__}: {exc})") from None
         if dialect == "sqlite" and url.database:
             _sqlite_file(Path(url.database).expanduser().absolute(), what)
-        return f"{what} {where} (database driver installed)"
+        return f"{what} {shown} (database driver installed)"
     p = Path(where).expanduser().absolute()
     if p.is_dir():
         raise PreflightError(f"{what} {p}: is a folder, expected an Optuna journal file (e.g. {p}/study.journal)")

@@ -54,3 +54,20 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
     ensure_dataset(load_config("synthetic", [*TINY, f"data.root={root}"]), progress=lambda *_: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session (tools/postgres.py), stopped by PID at the end;
+    skipped with the reason where none can start or no PostgreSQL driver is installed (the ``test`` extra has it)."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (psycopg) is not installed: pip install -e '.[test]'")
+    from tools.postgres import PostgresUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

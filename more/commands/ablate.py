@@ -227,6 +227,12 @@ def _finish(spec: AblationSpec, digest: str, store: ExperimentStore, rows: list[
     """Record outcomes, publish the table, close and link the MLflow runs."""
     from more.harness.growth import link_reused, write_outcomes
 
+    if launch is not None and launch.enabled and store.is_local:  # i21pg: what trials could not send, from run folders
+        from more.tracking import reconcile
+
+        reconciled = reconcile(launch.tracking_uri, store.path).text()
+        if reconciled:
+            print(reconciled, flush=True)
     runs = launch.listed_trial_runs() if launch is not None and launch.enabled else []
     write_outcomes(rows, run_ids={r.info.run_name: r.info.run_id for r in runs})
     code = _publish(spec, digest, store, rows)

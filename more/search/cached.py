@@ -155,18 +155,6 @@ def score_thresholds(report: SeedCache, thresholds: dict[str, float], *,
 # -------------------------------------------------------------------------------------------- Optuna study
 
 
-def make_storage(path_or_url: str) -> Any:
-    """Optuna storage: an RDB URL (``sqlite:///...``, ``postgresql://...``) as given, else a journal file at the path
-    (safe under parallel writers, unlike sqlite)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in path_or_url:
-        return optuna.storages.RDBStorage(path_or_url)
-    Path(path_or_url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path_or_url)))
-
-
 def existing_study(storage: Any, name: str) -> Any | None:
     import optuna
 
@@ -181,16 +169,6 @@ def finished_trials(study: Any) -> int:
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     return sum(t.state in done for t in study.get_trials(deepcopy=False))
-
-
-def fail_stale_trials(study: Any) -> int:
-    """Mark trials left RUNNING by an interrupted driver as FAIL (they are never told); returns how many."""
-    import optuna
-
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
-    for t in stale:
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    return len(stale)
 
 
 @dataclass

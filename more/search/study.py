@@ -1,7 +1,8 @@
 """Where a search's Optuna study lives, shared by both kinds of search (``cached`` and ``training``).
 
 The storage is checked (:func:`more.preflight.optuna_storage`) before Optuna opens it: Optuna appends to any file
-given as a journal, so a wrong ``--storage`` would otherwise get records written into it.
+given as a journal, so a wrong ``--storage`` would otherwise get records written into it; a database URL must answer.
+Journal or RDB (with heartbeats, :mod:`more.search.storage`): see there. Messages show a URL without its password.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def open_study(spec: Any, args: argparse.Namespace, digest: str,
     """
     from more.outputs import check_output_dir, check_outside
     from more.preflight import optuna_storage
-    from more.search.cached import existing_study, fail_stale_trials, finished_trials, make_storage
+    from more.search.cached import existing_study, finished_trials
+    from more.search.storage import fail_stale, make_storage, shown
 
     name, out, where = study_paths(spec, args, digest)
     force = bool(getattr(args, "force", False))
@@ -66,12 +68,12 @@ def open_study(spec: Any, args: argparse.Namespace, digest: str,
     study = existing_study(storage, name)
     done = finished_trials(study) if study is not None else 0
     if study is not None and study.get_trials(deepcopy=False) and not args.resume:
-        return f"study {name} already has {len(study.get_trials(deepcopy=False))} trials in {where}; pass --resume " \
-               f"to continue it"
+        return f"study {name} already has {len(study.get_trials(deepcopy=False))} trials in {shown(where)}; pass " \
+               f"--resume to continue it"
     if args.resume and study is None:
-        return f"nothing to resume: no study {name} in {where}; run without --resume"
+        return f"nothing to resume: no study {name} in {shown(where)}; run without --resume"
     if study is not None:
-        stale = fail_stale_trials(study)
+        stale = fail_stale(study)
         if stale:
             print(f"{stale} trial(s) left running by an interrupted run marked FAIL", file=sys.stderr, flush=True)
     n_trials = args.trials if args.trials is not None else spec.trials - done

@@ -10,7 +10,8 @@ ASHA on the validation metric, several at a time.
   ``max_concurrent`` here, and ``max_concurrent_trials`` caps the running trials.
 - The Optuna study lives in a journal file (or an RDB) handed to ``OptunaSearch(storage=..., study_name=...)``;
   ``--resume`` starts a new Tune run on the same study (Optuna's numbering continues; trials an interrupted driver
-  left RUNNING are marked FAIL). A trial ASHA stops early is told to Optuna with its last value (``COMPLETE``, as
+  left RUNNING are marked FAIL: on an RDB with heartbeats only those whose driver stopped beating,
+  :mod:`more.search.storage`). A trial ASHA stops early is told to Optuna with its last value (``COMPLETE``, as
   ``OptunaSearch`` does); the tables mark it ``stopped_early``.
 """
 
@@ -80,6 +81,9 @@ class DefineByRun:
         self.space = space
 
     def __call__(self, trial: Any) -> dict[str, Any]:
+        from more.search.storage import DriverHeartbeat
+
+        DriverHeartbeat.asked(trial)  # this driver beats for it until it is told (RDB storage with heartbeats)
         self.space.sample(trial)  # OptunaSearch captures the suggested values
         return {NUMBER_KEY: trial.number}  # names the Tune trial after the Optuna trial
 
@@ -103,6 +107,7 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
     from more.search.cached import finished_trials
     from more.search.report import log_study, write_outputs
     from more.search.spec import search_hash
+    from more.search.storage import DriverHeartbeat
     from more.search.study import open_study
 
     digest = search_hash(spec)
@@ -127,8 +132,9 @@ def run_training(spec: SearchSpec, args: argparse.Namespace) -> int:
                 raise PreflightError(f"resources: {problem}")
             _log(f"study {study_name}: {n_trials} trial(s), {spec.max_concurrent} at a time, on "
                  f"{'local Ray ' if runtime.embedded else 'Ray cluster '}{runtime.address} -> {out}")
-            results = _fit(spec, storage=storage, study_name=study_name, seed_offset=done, n_trials=n_trials,
-                           storage_path=str(tune_root), run_name=run_name)
+            with DriverHeartbeat(storage):  # a killed driver's trials are failed by the next driver (RDB storage)
+                results = _fit(spec, storage=storage, study_name=study_name, seed_offset=done, n_trials=n_trials,
+                               storage_path=str(tune_root), run_name=run_name)
         spans = trial_spans(results, max_iters=_max_iters(spec))
     else:
         print(f"nothing to run: the study already has {spec.trials} finished trials (--trials N runs N more)")

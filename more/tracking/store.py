@@ -246,11 +246,13 @@ class MlflowServer:
             return ""
 
 
-def server_command(backend_store_uri: str, *, artifacts_dir: str | os.PathLike, host: str, port: int) -> list[str]:
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    prefix = [str(mlflow_cli)] if mlflow_cli.is_file() else [sys.executable, "-m", "mlflow"]
-    return [*prefix, "server", "--host", host, "--port", str(port), "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(Path(artifacts_dir).resolve()), "--workers", "1"]
+def server_command(backend_store_uri: str, *, artifacts_dir: str | os.PathLike, host: str, port: int,
+                   workers: int = 1) -> list[str]:
+    # this interpreter, not the `mlflow` script beside it: the script's #! line may name another environment
+    # (a copied venv), whose packages (e.g. the PostgreSQL driver) differ
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+            "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(Path(artifacts_dir).resolve()),
+            "--workers", str(workers)]
 
 
 def start_server(
@@ -261,16 +263,22 @@ def start_server(
     port: int = 0,
     log_path: str | os.PathLike | None = None,
     wait_s: float = 180.0,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> MlflowServer:
     """Start a lean ``mlflow server`` in its own process group and wait until ``/health`` answers.
 
     Args:
-        backend_store_uri: e.g. ``sqlite:////abs/mlflow.db``.
+        backend_store_uri: e.g. ``sqlite:////abs/mlflow.db``, or ``postgresql://user@host:5432/db`` (with the
+            password in ``env``'s ``PGPASSWORD`` or a ``~/.pgpass``, so that it is in no command line or log).
         artifacts_dir: where proxied artifact uploads go (``--artifacts-destination``).
         host: the interface to bind (loopback unless the caller decided otherwise).
         port: 0 picks a free port.
         log_path: the server's stdout+stderr (default: ``<artifacts_dir>/../mlflow-server-<port>.log``).
         wait_s: how long to wait for ``/health``; the server is stopped and an error raised after that.
+        workers: server worker processes (1 for ``more ui`` and sqlite; several on PostgreSQL, which takes concurrent
+            writers: each worker serves requests on its own).
+        env: extra environment for the server (e.g. ``PGPASSWORD``).
     """
     port = port or free_port(host)
     Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
@@ -278,12 +286,12 @@ def start_server(
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else Path(artifacts_dir).resolve().parent / f"mlflow-server-{port}.log"
-    env = {**os.environ, **telemetry_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop(URI_ENV, None)
+    server_env = {**os.environ, **telemetry_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    server_env.pop(URI_ENV, None)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            server_command(backend_store_uri, artifacts_dir=artifacts_dir, host=host, port=port),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            server_command(backend_store_uri, artifacts_dir=artifacts_dir, host=host, port=port, workers=workers),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env, start_new_session=True,
         )
     shown = f"[{host}]" if ":" in host else host
     server = MlflowServer(process, f"http://{shown}:{port}", host, port, backend_store_uri, log)

@@ -163,28 +163,6 @@ def test_failed_trial_ends_failed_with_error_then_a_retry_clears_it(make_store):
     assert len(search(launch.client, launch.experiment_id, "tags.`more.kind` = 'trial'")) == 1
 
 
-def test_tracking_failure_warns_once_and_training_reports_go_on(make_store):
-    uri = make_store()
-    launch = LaunchTracker.start(uri, "flaky_spec", DIGEST, "", "abc", strict=True)
-    trial = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "t-s0"), {"more.kind": "trial"})
-    calls = []
-
-    def broken(*args, **kwargs):
-        calls.append(1)
-        raise ConnectionError("server gone")
-
-    trial.client.log_batch = broken
-    inner = []
-    report = trial.report_callback(lambda m, d: inner.append(m["iter"]))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report({"iter": 3.0}, None)
-        report({"iter": 6.0}, None)
-        trial.finish("FINISHED")
-    assert inner == [3.0, 6.0] and len(calls) == 1 and not trial.enabled
-    assert sum("tracking is off" in str(w.message) for w in caught) == 1
-
-
 def test_unreachable_store_gives_disabled_trackers_that_still_forward(tmp_path):
     not_a_db = tmp_path / "plain.db"
     not_a_db.write_text("this is not sqlite")
@@ -235,7 +213,7 @@ def test_a_trial_stopped_early_by_tune_ends_finished(make_store):
     assert run.info.status == "FINISHED" and "more.error" not in run.data.tags
 
 
-def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_report(make_store):
+def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_report(make_store, tmp_path):
     """Tune raises SystemExit(0) in ``tune.report`` while it tears the trial's process down: the run must be ended
     right there, not later in ``__exit__``, which the process may not live to reach."""
     uri = make_store()
@@ -254,17 +232,19 @@ def test_a_stop_inside_tune_report_ends_the_run_before_the_exception_leaves_the_
     assert status_seen == ["FINISHED"]
     assert [m.step for m in launch.client.get_metric_history(trial.run_id, "val/seg/miou")] == [3]
     # a failure raised by the report is not a stop: the run stays open for __exit__ to end FAILED
-    failing = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "f-s0"), {}, strict=True)
+    failing = TrialTracker.open(uri, launch.run_id, trial_key(DIGEST, "f-s0"), {}, strict=True,
+                                run_dir=tmp_path / "f-s0")  # a folder of the test's: this tracker is never ended
     with pytest.raises(SystemExit):
         failing.report_callback(lambda m, c: (_ for _ in ()).throw(SystemExit(3)))({"iter": 1.0}, None)
     assert launch.client.get_run(failing.run_id).info.status == "RUNNING"
 
 
-def test_the_driver_ends_runs_whose_trial_process_died_before_ending_them(make_store):
+def test_the_driver_ends_runs_whose_trial_process_died_before_ending_them(make_store, tmp_path):
     uri = make_store()
     launch = LaunchTracker.start(uri, "orphan_spec", DIGEST, "", "abc", strict=True)
     keys = {name: trial_key(DIGEST, name) for name in ("stopped-s0", "lost-s0", "done-s0", "pending-s0")}
-    trials = {name: TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True)
+    trials = {name: TrialTracker.open(uri, launch.run_id, key, {"more.kind": "trial"}, strict=True,
+                                      run_dir=tmp_path / name)  # processes that "died": never ended
               for name, key in keys.items()}
     for trial in trials.values():
         trial.report_callback()({"iter": 3.0, "val/seg/miou": 1.0}, None)
