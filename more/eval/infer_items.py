@@ -170,7 +170,9 @@ def run_crf(job: CrfJob, task: str, crf_kwargs: dict[str, float], k: int) -> Crf
         crf_kwargs: ``more.eval.infer.crf_kwargs(cfg)``.
         k: number of classes including background (for the confusion counts).
     """
-    index = crf_function(task, crf_kwargs)(*job.args)
+    # arrays that arrive through Ray's object store are read-only views; pydensecrf needs writable buffers
+    args = [np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a for a in job.args]
+    index = crf_function(task, crf_kwargs)(*args)
     label = np.asarray(index if job.lookup is None else job.lookup[index], dtype=np.uint8)
     return CrfDone(job.name, job.output, {f"{job.output}/{job.name}.png": encode_mask(label)},
                    sparse_hist(label, job.gt, k))

@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,15 @@ from more.outputs import OutputError, atomic_write, on_disk_full
 SETTINGS_FILE = "settings.json"
 JOURNAL_FILE = "done.jsonl"
 RECOGNISED = (SETTINGS_FILE, JOURNAL_FILE, "metrics.json")  # an infer folder made before the ownership marker
+# For the kill-and-resume tests: seconds the writer waits after recording each unit, so that a kill lands midway.
+DELAY_ENV = "MORE_FAULT_INFER_DELAY_S"
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+        if isinstance(value, dict):  # the config's values are named by their own dotted keys
+            out.update(_flat(value, "" if key == "config" else f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -109,6 +112,7 @@ class InferStore:
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self._discard = False
+        self._delay = float(os.environ.get(DELAY_ENV) or 0)
         self._fh: Any = None
         self._thread = threading.Thread(target=self._loop, name="more-infer-write", daemon=True)
         self._thread.start()
@@ -142,6 +146,7 @@ class InferStore:
 
     def missing(self, names: Iterable[str]) -> tuple[set[str], set[str]]:
         """``(names without their first output, names without their CRF output)`` among ``names``."""
+        names = list(names)
         with self._lock:
             first = {n for n in names if n not in self.recorded[self.outputs[0]]}
             second = {n for n in names if len(self.outputs) > 1 and n not in self.recorded[self.outputs[1]]}
@@ -235,6 +240,8 @@ class InferStore:
                 self._add(name, output, hist, decoder)
         if self.on_record is not None:
             self.on_record()
+        if self._delay:
+            time.sleep(self._delay)
 
     def close(self, *, discard: bool = False) -> None:
         """Write what is queued and raise the thread's error, if any; with ``discard`` (the driver is failing

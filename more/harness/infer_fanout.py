@@ -176,7 +176,7 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     log(f"infer {options.task}: {len(names)} images"
         + (f", {finished_before} finished before" if finished_before else "") + f" -> {plan.out}")
     state = ray.put({name: tensor.detach().cpu() for name, tensor in plan.run.model.state_dict().items()})
-    worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=1, max_task_retries=1)
+    worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=0)
     actors = [worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
               for _ in range(fan.net_workers)]
     kwargs = crf_kwargs(cfg)

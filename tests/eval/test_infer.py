@@ -108,7 +108,7 @@ def assert_metrics_match(record: dict, folder: Path, masks: dict[str, np.ndarray
 
 
 def run_infer(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(["infer", *argv])
+    code = main(["infer", "--no-tracking", *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
