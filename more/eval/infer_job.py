@@ -30,8 +30,8 @@ from more.eval.infer import (
     write_json_atomic,
     write_text_atomic,
 )
-from more.eval.infer_store import RECOGNISED, check_settings, write_settings
-from more.outputs import check_output_dir, own_dir, space_warning
+from more.eval.infer_store import JOURNAL_FILE, RECOGNISED, check_settings, write_settings
+from more.outputs import DiskFullError, check_output_dir, own_dir, space_warning
 
 
 @dataclass
@@ -187,6 +187,11 @@ def run_plan(plan: InferPlan, *, execute: Execute | None = None, tracker: Tracke
     t0 = time.perf_counter()
     try:
         result = (execute or in_process(log))(plan)
+    except DiskFullError as exc:
+        if tracker is not None:
+            tracker.fail(plan, exc)
+        raise DiskFullError(f"{exc}; the same command resumes from the images {JOURNAL_FILE} records", path=exc.path,
+                            free=exc.free, need=exc.need) from exc
     except BaseException as exc:
         if tracker is not None:
             tracker.fail(plan, exc)
