@@ -40,6 +40,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="a checkpoint of the synthetic recipe (default: random init)")
     parser.add_argument("--work", help="folder for the data and outputs (default: a temporary folder)")
     parser.add_argument("--accuracy-images", type=int, default=500)
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare (comma-separated)")
     parser.add_argument("--skip-ray", action="store_true", help="only the in-process measurements")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides of the checkpoint's config")
     return parser.parse_args()
@@ -72,7 +73,7 @@ def random_checkpoint(work: Path, root: Path, args: argparse.Namespace) -> Path:
     from more.model import build_model
     from more.train.checkpoint import save_checkpoint
 
-    cfg = load_config("synthetic", [f"data.root={root}", f"data.synth_classes={args.classes}"])
+    cfg = load_config("synthetic", [f"data.root={root}", f"data.synth_classes={args.classes}", *args.overrides])
     torch.manual_seed(0)
     model = build_model(cfg, load_weights=False)
     return save_checkpoint(work / "random_run", iteration=0, model=model, optimizer=torch.optim.SGD(
@@ -230,6 +231,7 @@ def main() -> None:
     dataset(root, args)
     ckpt = Path(args.checkpoint) if args.checkpoint else random_checkpoint(work, root, args)
     n = args.images
+    counts = [int(x) for x in args.workers.split(",")]
     load = os.getloadavg()
     print(f"# bench_infer: {n} images of {args.size} px, checkpoint {'random init' if not args.checkpoint else ckpt}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f}\n")
@@ -243,7 +245,7 @@ def main() -> None:
     if not args.skip_ray:
         from more.harness.infer_fanout import fanout_runtime, run_fanout
 
-        for workers in (1, 2):
+        for workers in counts:
             p = plan(ckpt, root, work / "out" / f"seeds_ray{workers}", "seeds", args.overrides)
             with fanout_runtime(None, net_workers=workers, crf_workers=1, device="cpu", log=quiet) as fan:
                 seconds = timed_run(p, lambda pl, fan=fan: run_fanout(pl, fan, log=quiet))
@@ -256,10 +258,10 @@ def main() -> None:
     names = list(seeds_plan.dataset.names)
     jobs = crf_jobs(seeds_plan, names, work / "out" / "seeds_inproc" / "maps")
     kwargs, k = crf_kwargs(seeds_plan.cfg), args.classes + 1
-    for workers in (1, 2):
+    for workers in counts:
         rates.append(("DenseCRF", f"process pool, {workers} worker(s)", crf_pool_rate(jobs, kwargs, k, workers)))
     if not args.skip_ray:
-        for slots in (1, 2):
+        for slots in counts:
             rates.append(("DenseCRF", f"Ray tasks, {slots} CPU(s)", crf_ray_rate(jobs, kwargs, k, slots)))
     del jobs
     print("| stage | how | images / s |\n|---|---|---|")

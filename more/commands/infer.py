@@ -103,9 +103,9 @@ def use_ray(args: argparse.Namespace, device: str) -> bool:
         return True
     if args.net_workers == 1 or device not in ("auto", "cuda"):
         return False
-    import torch
+    from more.preflight import local_gpus
 
-    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+    return local_gpus() > 1
 
 
 def _print(plan: InferPlan, result: InferResult, record: dict[str, Any]) -> None:

@@ -57,13 +57,6 @@ class FanOut:
         return f"{where} and {self.crf_slots} CRF slot(s) on Ray at {self.address}"
 
 
-def local_gpus() -> int:
-    """GPUs this machine has (0 without CUDA)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 @contextmanager
 def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: int = 0, device: str = "auto",
                    log: Log = log_stderr) -> Iterator[FanOut]:
@@ -76,7 +69,7 @@ def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: in
         device: ``runtime.device``: ``cpu`` keeps the network off the GPUs.
     """
     from more.harness.local_ray import ray_runtime
-    from more.preflight import PreflightError
+    from more.preflight import PreflightError, local_gpus
 
     want_gpus = device != "cpu"
     if address is None:
@@ -176,7 +169,9 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     log(f"infer {options.task}: {len(names)} images"
         + (f", {finished_before} finished before" if finished_before else "") + f" -> {plan.out}")
     state = ray.put({name: tensor.detach().cpu() for name, tensor in plan.run.model.state_dict().items()})
-    worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=0)
+    # a GPU worker runs its two queued batches on two threads: one decodes images while the other's forward runs
+    worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=0,
+                               max_concurrency=CALLS_PER_WORKER if fan.gpus else 1)
     actors = [worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
               for _ in range(fan.net_workers)]
     kwargs = crf_kwargs(cfg)
