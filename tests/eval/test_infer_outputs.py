@@ -114,7 +114,7 @@ def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(infer_ck
     code, err = infer(capsys, *args, "--out", str(out))
     assert code == 0, err
     record = json.loads((out / "metrics.json").read_text())
-    assert record["num_images"] == 16 and record["computed"] < 16
+    assert record["num_images"] == 16
     assert record["computed"] <= 16 - len(masks_before)  # (the last line may have been torn)
     assert_same_outputs(reference, out, ("seeds", "masks", "maps"))
     assert not leftovers(out)
