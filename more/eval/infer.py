@@ -35,7 +35,7 @@ import torch
 from more.config import MoReConfig, apply_overrides, from_dict, num_classes
 from more.config.load import read_yaml
 from more.data import collate_eval
-from more.eval.infer_items import MAP_FORMATS, CrfDone, CrfJob, decode_maps, encode_maps, run_crf
+from more.eval.infer_items import MAP_FORMATS, CrfDone, CrfJob, decode_maps, run_crf
 from more.eval.infer_store import InferStore, batch_grid
 from more.eval.infer_work import net_batch
 from more.eval.metrics import Scores, scores
@@ -132,20 +132,8 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     write_text_atomic(path, text + "\n")
 
 
-def save_score_maps(path: str | os.PathLike, scores_: np.ndarray, class_ids: np.ndarray, fmt: str = "uint8") -> None:
-    """Save one image's score maps of its present classes (:func:`more.eval.infer_items.encode_maps`), atomically.
-
-    Args:
-        path: ``OUT/maps/NAME.npz``.
-        scores_: (n, H, W) normalised maps at the label size, one per present class.
-        class_ids: (n,) class ids 1..C (mask values) of the rows.
-        fmt: ``uint8`` (step 1/255) or ``float16``.
-    """
-    atomic_write(path, encode_maps(scores_, class_ids, fmt))
-
-
 def load_score_maps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores (n, H, W) float32 in [0, 1], class ids (n,))`` as :func:`save_score_maps` / ``infer`` wrote them."""
+    """``(scores (n, H, W) float32 in [0, 1], class ids (n,))`` of ``OUT/maps/NAME.npz`` as ``infer`` wrote it."""
     return decode_maps(path)
 
 
