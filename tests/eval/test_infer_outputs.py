@@ -118,3 +118,27 @@ def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(infer_ck
     assert record["computed"] <= 16 - len(masks_before)  # (the last line may have been torn)
     assert_same_outputs(reference, out, ("seeds", "masks", "maps"))
     assert not leftovers(out)
+
+
+BAD_OPTIONS = [  # arguments -> what the one error line names
+    (["--net-workers", "-1"], "--net-workers must be >= 0"),
+    (["--workers", "-2"], "--workers must be >= 0"),
+    (["--archive"], "--archive"),
+    (["--address", "127.0.0.1:CLOSED"], "--address"),
+    (["--tracking-uri", "file:///tmp/mlruns"], "file store"),
+    (["--split", "nosuchsplit"], "nosuchsplit"),
+    (["eval.bkg_thre=abc"], "eval.bkg_thre"),
+]
+
+
+@pytest.mark.parametrize(("extra", "named"), BAD_OPTIONS, ids=[b[1].split()[0] for b in BAD_OPTIONS])
+def test_bad_options_are_one_line_before_anything_is_written(infer_ckpt, tmp_path, capsys, extra, named):
+    from more.tracking.store import free_port
+
+    extra = [x.replace("CLOSED", str(free_port())) for x in extra]
+    out = tmp_path / "out"
+    code = main(["infer", str(infer_ckpt), "--task", "seeds", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert code == 2 and len(errors) == 1 and named in errors[0], err
+    assert "Traceback" not in err and not out.exists()
