@@ -78,9 +78,8 @@ def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: in
             raise PreflightError(f"--net-workers {net_workers}: this machine has {gpus} GPU(s), one per network "
                                  f"worker")
         workers = net_workers or max(gpus, 1)
-        cpu_workers = 0 if gpus else workers
-        crf = crf_workers or max(1, (os.cpu_count() or 1) - cpu_workers)
-        kwargs: dict[str, Any] = {"num_cpus": cpu_workers + crf + (workers if gpus else 0), "num_gpus": gpus}
+        crf = crf_workers or max(1, (os.cpu_count() or 1) - workers)  # every network worker holds one CPU
+        kwargs: dict[str, Any] = {"num_cpus": workers + crf, "num_gpus": gpus}
     else:
         kwargs = {}
     with ray_runtime(address, **kwargs) as runtime:
