@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -229,6 +230,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-infer-"))
     root = work / "data"
     dataset(root, args)
+    shutil.rmtree(work / "out", ignore_errors=True)  # the bench's own outputs of an earlier run: measure afresh
     ckpt = Path(args.checkpoint) if args.checkpoint else random_checkpoint(work, root, args)
     n = args.images
     counts = [int(x) for x in args.workers.split(",")]
