@@ -12,9 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_infer_bench_prints_rates_sizes_and_the_accuracy_of_compact_maps(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "bench/bench_infer.py", "--images", "6", "--size", "48", "--classes", "3",
-                           "--accuracy-images", "3", "--skip-ray", "--workers", "1", "--work", str(tmp_path), "model.variant=vit_micro",
-                           "eval.resize=48", "eval.crf_workers=1"], cwd=REPO, capture_output=True, text=True,
+    args = ["--images", "6", "--size", "48", "--classes", "3", "--accuracy-images", "3", "--skip-ray", "--workers", "1",
+            "--work", str(tmp_path), "model.variant=vit_micro", "eval.resize=48", "eval.crf_workers=1"]
+    proc = subprocess.run([sys.executable, "bench/bench_infer.py", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
