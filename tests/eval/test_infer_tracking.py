@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from more.__main__ import main
-from more.tracking.store import free_port, make_client
+from more.tracking.store import free_port, get_or_create_experiment, make_client
 
 TRIAL_TAGS = {"more.kind": "trial", "more.content_key": "ck-123", "more.spec_name": "table3_tiny",
               "more.spec_hash": "abcd1234", "more.condition": "wo_gcr", "more.seed": "2", "more.code_id": "code-9"}
@@ -40,9 +40,9 @@ def trial_checkpoint(infer_ckpt, store, tmp_path) -> tuple[Path, str]:
     shutil.copytree(infer_ckpt.parent.parent, run)
     (run / "identity.json").write_text(json.dumps({"key": "ck-123", "config_key": "x", "code": "code-9"}))
     client = make_client(store)
-    decoy_exp = client.create_experiment("other-spec")
+    decoy_exp = get_or_create_experiment(client, "other-spec", uri=store)  # artifacts beside the store, not ./mlruns
     client.create_run(decoy_exp, tags={**TRIAL_TAGS, "more.run_dir": str(tmp_path / "elsewhere")})
-    exp = client.create_experiment("spec-x")
+    exp = get_or_create_experiment(client, "spec-x", uri=store)
     trial = client.create_run(exp, tags={**TRIAL_TAGS, "more.run_dir": str(run)})
     client.set_terminated(trial.info.run_id)
     return run / "checkpoints" / infer_ckpt.name, trial.info.run_id
