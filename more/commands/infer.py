@@ -2,17 +2,22 @@
 
 The path behind the paper's Table 1 (seeds and CRF masks on ``train``) and Table 2 (segmentation on ``val``).
 PNGs go to ``OUT/<output>/NAME.png`` (VOC palette), score maps to ``OUT/maps/NAME.npz``; with ground truth the
-scores of every output go to ``OUT/metrics.json`` and ``OUT/metrics.md`` and are printed.
+scores of every output go to ``OUT/metrics.json`` and ``OUT/metrics.md`` and are printed. A rerun of the same
+command resumes from the images ``OUT/done.jsonl`` records. Each invocation is an MLflow run (``--no-tracking``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from more.eval.infer import InferResult
+    from more.eval.infer_job import InferPlan
 
 TASKS = ("seeds", "masks", "seg", "cam2seg")  # more.eval.infer.TASKS (not imported: it pulls in torch)
+MAP_FORMATS = ("uint8", "float16", "none")  # more.eval.infer_items.MAP_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,70 +35,91 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multiscale", action="store_true",
                         help="scales eval.infer_multiscale instead of eval.infer_cam_scales (seeds/masks/cam2seg)")
     parser.add_argument("--crf", action="store_true", help="also DenseCRF (seg, cam2seg; seeds --crf = masks)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/infer_<task>_...)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <checkpoint folder>/infer_<task>_...); "
+                        "an interrupted run resumes when the same command is run again")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even inside data.root or a folder holding files more did not create")
+    parser.add_argument("--maps", choices=MAP_FORMATS, default="uint8",
+                        help="score maps of the present classes: uint8 (1/255 steps, default), float16, or none")
+    parser.add_argument("--archive", action="store_true",
+                        help="--task seg: also OUT/voc2012_comp6_test_cls.tar.gz for the PASCAL VOC evaluation server")
     parser.add_argument("--workers", type=int, default=0,
-                        help="CRF processes (default: eval.crf_workers; 0 there = 60%% of the cores)")
+                        help="CRF processes (default: eval.crf_workers; 0 there = 60%% of the cores); with Ray: CRF "
+                             "tasks at once (default: every free CPU of the cluster)")
+    parser.add_argument("--net-workers", type=int, default=0,
+                        help="network workers (default: one per GPU, 1 without GPUs); more than one runs on Ray")
+    parser.add_argument("--address", metavar="HOST:PORT",
+                        help="run on this Ray cluster: the network on its GPUs, DenseCRF on all its CPUs")
+    parser.add_argument("--ray", action="store_true",
+                        help="use a local Ray (loopback) even with one network worker")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else work/mlflow)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log an MLflow run")
 
 
 def run(args: argparse.Namespace) -> int:
-    from more.data import build_eval_dataset, class_names, ensure_dataset
-    from more.eval import infer
-    from more.eval.metrics import format_table
-    from more.train.checkpoint import CheckpointError
+    for name in ("workers", "net_workers"):
+        if getattr(args, name) < 0:
+            print(f"error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
+            return 2
+    tracker = None
+    if not args.no_tracking:
+        from more.tracking.infer_runs import InferRunTracker
+        from more.tracking.store import resolve_tracking_uri
 
-    if args.workers < 0:
-        print("error: --workers must be >= 0", file=sys.stderr)
-        return 2
-    options = infer.InferOptions(task=args.task, source=args.source, multiscale=args.multiscale, crf=args.crf,
-                           workers=args.workers)
+        tracker = InferRunTracker(resolve_tracking_uri(args.tracking_uri))
+    if args.address:
+        from more.preflight import ray_address
+
+        ray_address(args.address)
+
+    from more.eval.infer import InferOptions
+    from more.eval.infer_job import InferRequest, plan_inference, run_plan
+
+    options = InferOptions(task=args.task, source=args.source, multiscale=args.multiscale, crf=args.crf,
+                           workers=args.workers, maps=args.maps)
+    request = InferRequest(checkpoint=args.checkpoint, options=options, overrides=list(args.overrides),
+                           split=args.split, out=args.out, force=args.force, archive=args.archive,
+                           config=args.config)
     try:
-        loaded = infer.load_run(args.checkpoint, args.overrides, config=args.config)
-    except CheckpointError as exc:
+        plan = plan_inference(request)
+    except FileNotFoundError as exc:  # a split list or an image of the dataset
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cfg = loaded.cfg
-    split = args.split or ("train" if options.task in ("seeds", "masks") else cfg.eval.split)
-    out = Path(args.out) if args.out else loaded.checkpoint.parent / options.default_dir_name(split)
-    from more.preflight import config_paths, output_dir
+    if use_ray(args, plan.cfg.runtime.device):
+        from more.eval.infer_job import replan
+        from more.harness.infer_fanout import fanout_runtime, run_fanout
 
-    output_dir(out, "--out" if args.out else "the output folder")  # before any work: --out may be a file
-    config_paths(cfg, f"{loaded.checkpoint}: ", weights=False)  # the checkpoint holds every weight
-    ensure_dataset(cfg, progress=infer.log_stderr)
-    try:
-        dataset = build_eval_dataset(cfg, split)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if options.task in ("seeds", "masks") and not dataset.labels.any():
-        infer.log_stderr(f"warning: split {split} has no image-level labels; seeds use ground-truth labels "
-                   "(use --task cam2seg for a label-free prediction)")
-    t0 = time.perf_counter()
-    result = infer.run_inference(loaded, dataset, options, out)
-    seconds = time.perf_counter() - t0
-
-    names = class_names(cfg)
-    uses_scales = options.task != "seg"
-    scales = (cfg.eval.infer_multiscale if options.multiscale else cfg.eval.infer_cam_scales) if uses_scales \
-        else cfg.eval.seg_scales
-    record = {
-        "checkpoint": str(loaded.checkpoint), "iteration": loaded.iteration, "task": options.task,
-        "source": options.source if uses_scales else None, "split": split, "scales": list(scales),
-        "crf": options.crf, "bkg_thre": cfg.eval.bkg_thre if uses_scales else None,
-        "num_images": result.num_images, "seconds": seconds, "ground_truth": bool(result.scores),
-        "outputs": {name: infer.scores_record(s, names) for name, s in result.scores.items()},
-    }
-    if options.task == "cam2seg":
-        record["decoder_label_images"] = result.decoder_label_images
-    infer.write_json_atomic(out / "metrics.json", record)
-    summary = f"{result.num_images} images in {seconds:.1f} s -> {out}"
-    if result.scores:
-        table = format_table(result.scores, names)
-        infer.write_text_atomic(out / "metrics.md", f"# infer {options.task} of {loaded.checkpoint}\n\niteration "
-                          f"{loaded.iteration} | split {split} | {summary}\n\n{table}\n")
-        print(table)
+        with fanout_runtime(args.address, net_workers=args.net_workers, crf_workers=args.workers,
+                            device=plan.cfg.runtime.device) as fan:
+            plan = replan(plan, fan.device_type)
+            result, record, _ = run_plan(plan, execute=lambda p: run_fanout(p, fan), tracker=tracker)
     else:
-        print(f"split {split} has no ground truth: no metrics")
-    if options.task == "cam2seg":
-        print(f"labels from the decoder fallback for {result.decoder_label_images} image(s)")
-    print(summary)
+        result, record, _ = run_plan(plan, tracker=tracker)
+    _print(plan, result, record)
     return 0
+
+
+def use_ray(args: argparse.Namespace, device: str) -> bool:
+    """Ray for a cluster (``--address``), ``--ray``, several network workers, or a machine with several GPUs the
+    network may use (one worker each); else this process: Ray's start (seconds, ~1 GB) buys nothing for one network
+    worker, and the CRF already runs on a pool of this machine's cores."""
+    if args.address or args.ray or args.net_workers > 1:
+        return True
+    if args.net_workers == 1 or device not in ("auto", "cuda"):
+        return False
+    from more.preflight import local_gpus
+
+    return local_gpus() > 1
+
+
+def _print(plan: InferPlan, result: InferResult, record: dict[str, Any]) -> None:
+    from more.data import class_names
+    from more.eval.metrics import format_table
+
+    if result.scores:
+        print(format_table(result.scores, class_names(plan.cfg)))
+    else:
+        print(f"split {record['split']} has no ground truth: no metrics")
+    if record["task"] == "cam2seg":
+        print(f"labels from the decoder fallback for {record['decoder_label_images']} image(s)")
+    print(f"{record['num_images']} images ({record['computed']} this run) in {record['seconds']:.1f} s -> {plan.out}")

@@ -3,28 +3,28 @@
 The path behind the paper's Table 1 (seeds / masks on ``train``) and Table 2 (segmentation on ``val``):
 
 * ``seeds``: CAM or LAM with GT image labels, thresholded at ``eval.bkg_thre`` -> ``OUT/seeds/*.png``; the
-  float score maps of the present classes -> ``OUT/maps/*.npz`` (see :func:`save_score_maps`).
+  score maps of the present classes, quantised -> ``OUT/maps/*.npz`` (:mod:`more.eval.infer_items`).
 * ``masks``: seeds, then DenseCRF of ``[1 - max_c map_c, map_c...]`` -> ``OUT/masks/*.png``.
 * ``seg``: multi-scale flip-summed decoder logits -> ``OUT/seg_raw/*.png``; with CRF ``OUT/seg_crf/*.png``.
 * ``cam2seg``: like seeds with *predicted* labels -> ``OUT/cam2seg/*.png``; with CRF ``OUT/cam2seg_crf/*.png``.
 
-Forwards run batched on the device; CRF runs in chunks on CPU worker processes (:func:`more.pseudo.crf.crf_map`)
-in a background thread, so the device keeps working meanwhile. One confusion matrix per output is scored when
-the split has ground truth. Every file is written atomically.
+:func:`run_inference` is the in-process driver: forwards run batched on the device (:func:`more.eval.infer_work
+.net_batch`), CRF jobs run on a pool of CPU processes meanwhile, and one writer thread writes the files and the
+per-image completion record (:class:`more.eval.infer_store.InferStore`), so an interrupted run resumes from the
+finished images. ``more.harness.infer_fanout`` drives the same pieces over Ray.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import math
 import os
 import sys
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,14 @@ import torch
 
 from more.config import MoReConfig, apply_overrides, from_dict, num_classes
 from more.config.load import read_yaml
-from more.data import collate_eval, write_mask
-from more.eval.metrics import ConfusionMatrix, Scores, scores
-from more.eval.seeds import SOURCES, predict_labels, score_maps, seed_from_maps
-from more.eval.seg_infer import fuse_seg_logits, scaled_inputs, seg_logits_per_scale
-from more.pseudo.crf import crf_from_scores, crf_map, default_workers, dense_crf
+from more.data import collate_eval
+from more.eval.infer_items import MAP_FORMATS, CrfDone, CrfJob, decode_maps, run_crf
+from more.eval.infer_store import InferStore, batch_grid
+from more.eval.infer_work import net_batch
+from more.eval.metrics import Scores, scores
+from more.eval.seeds import SOURCES
+from more.outputs import atomic_write
+from more.pseudo.crf import crf_pool, default_workers
 from more.train.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from more.train.progress import Progress
 
@@ -116,21 +119,8 @@ def load_run(checkpoint: str | os.PathLike, overrides: Sequence[str] | dict[str,
 # ------------------------------------------------------------------------------------------------ files
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+    atomic_write(path, text)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -149,22 +139,9 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     write_text_atomic(path, text + "\n")
 
 
-def save_score_maps(path: str | os.PathLike, scores_: np.ndarray, class_ids: np.ndarray) -> None:
-    """Save one image's score maps of its present classes as a compressed npz, atomically.
-
-    Args:
-        path: ``OUT/maps/NAME.npz``.
-        scores_: (n, H, W) normalised maps at the label size, one per present class (stored as float16).
-        class_ids: (n,) class ids 1..C (mask values) of the rows.
-    """
-    _atomic_write(Path(path), lambda fh: np.savez_compressed(
-        fh, scores=np.asarray(scores_, dtype=np.float16), classes=np.asarray(class_ids, dtype=np.int64)))
-
-
 def load_score_maps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores (n, H, W) float16, class ids (n,))`` as written by :func:`save_score_maps`."""
-    with np.load(path, allow_pickle=False) as data:
-        return data["scores"], data["classes"]
+    """``(scores (n, H, W) float32 in [0, 1], class ids (n,))`` of ``OUT/maps/NAME.npz`` as ``infer`` wrote it."""
+    return decode_maps(path)
 
 
 def scores_record(s: Scores, class_names: Sequence[str]) -> dict[str, Any]:
@@ -177,91 +154,16 @@ def scores_record(s: Scores, class_names: Sequence[str]) -> dict[str, Any]:
     return record
 
 
-class _Writer:
-    """Writes result files on a few threads while the device works; at most ``max_pending`` writes queued."""
-
-    def __init__(self, threads: int = 2, max_pending: int = 64) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="more-write")
-        self._pending: deque[Future] = deque()
-        self._lock = threading.Lock()
-        self._max = max_pending
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        with self._lock:
-            while self._pending and (self._pending[0].done() or len(self._pending) >= self._max):
-                self._pending.popleft().result()  # re-raises a failed write
-            self._pending.append(self._pool.submit(fn, *args))
-
-    def close(self) -> None:
-        with self._lock:
-            while self._pending:
-                self._pending.popleft().result()
-        self._pool.shutdown()
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (a checkpoint's identity, whatever its path)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------------- CRF
-
-
-@dataclass
-class _CrfJob:
-    name: str
-    args: tuple[Any, ...]
-    gt: torch.Tensor  # (H, W) ground truth for the confusion matrix
-    lookup: np.ndarray | None  # CRF label index -> class id (None: the index is the class id)
-
-
-class _CrfStage:
-    """Collects CRF jobs and runs them chunk by chunk with ``crf_map`` in a background thread (one chunk at a time).
-
-    Chunks are bounded by count and by the bytes of their arrays, so a split never sits in memory.
-    """
-
-    def __init__(self, fn: Callable[..., np.ndarray], *, folder: Path, hist: ConfusionMatrix, writer: _Writer,
-                 workers: int, total: int, log: Log, max_bytes: int = 1 << 30) -> None:
-        self.fn, self.folder, self.hist, self.writer, self.log = fn, folder, hist, writer, log
-        self.workers = workers if workers > 0 else default_workers()
-        self.max_jobs = max(8, 8 * self.workers)
-        self.max_bytes = max_bytes
-        self.total = total
-        self.done = 0
-        self._pending: list[_CrfJob] = []
-        self._bytes = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="more-crf")
-        self._future: Future | None = None
-
-    def add(self, job: _CrfJob) -> None:
-        self._pending.append(job)
-        self._bytes += sum(a.nbytes for a in job.args if isinstance(a, np.ndarray))
-        if len(self._pending) >= self.max_jobs or self._bytes >= self.max_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        if self._future is not None:
-            self._future.result()  # at most one chunk in flight; re-raises its error
-        jobs, self._pending, self._bytes = self._pending, [], 0
-        self._future = self._thread.submit(self._run, jobs)
-
-    def _run(self, jobs: list[_CrfJob]) -> None:
-        results = crf_map(self.fn, [job.args for job in jobs], self.workers)
-        for job, index in zip(jobs, results):
-            label = index if job.lookup is None else job.lookup[index]
-            self.hist.update(torch.from_numpy(np.asarray(label, dtype=np.int64)), job.gt)
-            self.writer.submit(write_mask, self.folder / f"{job.name}.png", np.asarray(label, dtype=np.uint8))
-        self.done += len(jobs)
-        self.log(f"crf {self.folder.name}: {self.done}/{self.total}")
-
-    def close(self, *, discard: bool = False) -> None:
-        """Run what is left (or drop it when ``discard``, e.g. after an error) and wait for the chunk in flight."""
-        if discard:
-            self._pending = []
-        try:
-            self.flush()
-            if self._future is not None:
-                self._future.result()
-        finally:
-            self._thread.shutdown()
 
 
 def crf_kwargs(cfg: MoReConfig) -> dict[str, float]:
@@ -271,7 +173,7 @@ def crf_kwargs(cfg: MoReConfig) -> dict[str, float]:
             "bi_sxy": e.crf_bi_sxy, "bi_srgb": e.crf_bi_srgb, "bi_compat": e.crf_bi_compat}
 
 
-# ---------------------------------------------------------------------------------------------- driver
+# ---------------------------------------------------------------------------------------------- options
 
 
 @dataclass
@@ -283,14 +185,19 @@ class InferOptions:
     multiscale: bool = False  # eval.infer_multiscale instead of eval.infer_cam_scales (seeds, masks, cam2seg)
     crf: bool = False  # masks always; seg / cam2seg with --crf; seeds with --crf = masks
     workers: int = 0  # CRF processes; 0 = eval.crf_workers (0 there = 60 % of the cores)
+    maps: str = "uint8"  # how score maps are stored: uint8 | float16 | none (seg stores none)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: must be one of {', '.join(TASKS)}")
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r}: must be one of {', '.join(SOURCES)}")
-        if self.task == "masks":
-            self.crf = True
+        if self.maps not in MAP_FORMATS:
+            raise ValueError(f"maps={self.maps!r}: must be one of {', '.join(MAP_FORMATS)}")
+        if self.task == "masks" or (self.task == "seeds" and self.crf):  # seeds + CRF is the masks task
+            self.task, self.crf = "masks", True
+        if self.task == "seg":
+            self.maps = "none"
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -298,141 +205,203 @@ class InferOptions:
         names = _OUTPUTS[self.task]
         return names if self.crf else names[:1]
 
+    @property
+    def uses_source(self) -> bool:
+        """Seeds, masks and cam2seg come from CAM / LAM maps; seg from the decoder."""
+        return self.task != "seg"
+
+    def scales(self, cfg: MoReConfig) -> list[float]:
+        """The inference scales this task uses."""
+        if not self.uses_source:
+            return list(cfg.eval.seg_scales)
+        return list(cfg.eval.infer_multiscale if self.multiscale else cfg.eval.infer_cam_scales)
+
     def default_dir_name(self, split: str) -> str:
-        parts = ["infer", "masks" if self.task == "seeds" and self.crf else self.task]
-        if self.task != "seg":
+        parts = ["infer", self.task]
+        if self.uses_source:
             parts.append(self.source)
         parts.append(split)
-        if self.multiscale and self.task != "seg":
+        if self.multiscale and self.uses_source:
             parts.append("ms")
         if self.crf and self.task in ("seg", "cam2seg"):
             parts.append("crf")
         return "_".join(parts)
 
 
+def infer_settings(cfg: MoReConfig, options: InferOptions, *, split: str, names: Sequence[str], checkpoint_sha256: str,
+                   device_type: str) -> dict[str, Any]:
+    """Everything that decides the bytes of an inference's outputs (``settings.json``; a resume must match it).
+
+    Args:
+        cfg: the run's config with the overrides applied.
+        options: the task and its switches.
+        split: the split's name.
+        names: the images, in order.
+        checkpoint_sha256: the checkpoint file's digest (:func:`file_sha256`).
+        device_type: where the network runs (``cpu``/``cuda``): it decides bf16 autocast (``train.amp``).
+    """
+    from more.train.trainer import use_autocast
+
+    e = cfg.eval
+    config: dict[str, Any] = {"data.dataset": cfg.data.dataset, "data.mean": list(cfg.data.mean),
+                              "data.std": list(cfg.data.std), "eval.resize": e.resize, "eval.batch_size": e.batch_size,
+                              "autocast": use_autocast(cfg, torch.device(device_type))}
+    if options.uses_source:
+        config["eval.bkg_thre"] = e.bkg_thre
+        config["model.lam"] = cfg.model.lam if options.source == "lam" else None
+    if options.task == "cam2seg":
+        config["eval.cam2seg_min_pixels"] = e.cam2seg_min_pixels
+    if options.crf:
+        config.update({f"eval.crf_{k}": v for k, v in crf_kwargs(cfg).items()})
+    return {
+        "checkpoint_sha256": checkpoint_sha256, "task": options.task,
+        "source": options.source if options.uses_source else None, "split": split, "multiscale": options.multiscale,
+        "crf": options.crf, "scales": options.scales(cfg), "maps": options.maps,
+        "images": {"count": len(names), "names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()},
+        "config": config,
+    }
+
+
+def infer_key(settings: dict[str, Any]) -> str:
+    """The identity of an inference's measurement (the MLflow resume key ``more.infer.key``): a digest of its
+    settings without those that change files but not values (the maps' storage, the batch size)."""
+    kept = {k: v for k, v in settings.items() if k != "maps"}
+    kept["config"] = {k: v for k, v in settings.get("config", {}).items() if k != "eval.batch_size"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
 @dataclass
 class InferResult:
-    """What one inference run produced: scores per output (empty without ground truth) and counts."""
+    """What an inference produced over every recorded image (this run and the ones it resumed): scores per output
+    (empty without ground truth) and counts."""
 
     out_dir: Path
-    num_images: int
+    num_images: int  # images with every output
     scores: dict[str, Scores]
-    hists: dict[str, torch.Tensor] = field(default_factory=dict)
+    hists: dict[str, np.ndarray] = field(default_factory=dict)
     decoder_label_images: int = 0  # cam2seg: images whose labels came from the decoder fallback
+    computed: int = 0  # images finished by this run (the others were finished before it)
 
 
-def run_inference(run: LoadedRun, dataset: torch.utils.data.Dataset, options: InferOptions, out_dir: str | os.PathLike,
-                  *, log: Log = log_stderr) -> InferResult:
-    """Run ``options.task`` over ``dataset`` (an eval dataset: resized images, masks, labels, originals).
+def result_of(store: InferStore, names: Sequence[str], finished_before: int) -> InferResult:
+    """The :class:`InferResult` of a closed store."""
+    hists = store.hists()
+    done = store.finished(names)
+    return InferResult(out_dir=store.out, num_images=done,
+                       scores={o: scores(h) for o, h in hists.items() if int(h.sum()) > 0}, hists=hists,
+                       decoder_label_images=len(store.decoder_labels.intersection(names)),
+                       computed=done - finished_before)
+
+
+class InferProgress:
+    """A bar with ETA on a terminal and a line at every tenth of the images (called from the writer thread)."""
+
+    def __init__(self, store_counts: Callable[[], tuple[int, ...]], total: int, *, desc: str, outputs: Sequence[str],
+                 log: Log) -> None:
+        self.counts, self.total, self.outputs, self.log = store_counts, total, tuple(outputs), log
+        done = store_counts()[0]
+        self.progress = Progress(total, desc=desc, start=done)
+        self._step = done * 10 // max(total, 1)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            done, *per_output = self.counts()
+            info = " ".join(f"{o} {n}/{self.total}" for o, n in zip(self.outputs, per_output)) \
+                if len(self.outputs) > 1 else ""
+            self.progress.update(done, info)
+            step = done * 10 // max(self.total, 1)
+            if step > self._step or done == self.total:
+                self._step = step
+                text = self.progress.text(done, info)
+                self.progress.line(text) if self.progress.tty else self.log(text)
+
+
+class CrfRunner:
+    """Runs CRF jobs on a pool of CPU processes (one thread when ``workers`` is 1) and hands results to the store in
+    submission order; at most ``max_jobs`` jobs or ``max_bytes`` of their arrays are in flight."""
+
+    def __init__(self, task: str, kwargs: dict[str, float], k: int, store: InferStore, *, workers: int,
+                 max_bytes: int = 1 << 30) -> None:
+        self.task, self.kwargs, self.k, self.store = task, kwargs, k, store
+        self.workers = workers if workers > 0 else default_workers()
+        self.max_jobs, self.max_bytes = max(8, 4 * self.workers), max_bytes
+        self._executor: Executor = ThreadPoolExecutor(1, thread_name_prefix="more-crf") if self.workers == 1 \
+            else crf_pool(self.workers)
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._bytes = 0
+
+    def add(self, job: CrfJob) -> None:
+        self._harvest(room=job.nbytes)
+        self._pending.append((self._executor.submit(run_crf, job, self.task, self.kwargs, self.k), job.nbytes))
+        self._bytes += job.nbytes
+
+    def _harvest(self, *, room: int = 0, drain: bool = False) -> None:
+        def full() -> bool:
+            return len(self._pending) >= self.max_jobs or (self._bytes + room > self.max_bytes and self._pending)
+
+        while self._pending and (drain or self._pending[0][0].done() or full()):
+            future, size = self._pending.popleft()
+            self._bytes -= size
+            done: CrfDone = future.result()
+            self.store.submit_crf([done])
+
+    def close(self, *, discard: bool = False) -> None:
+        """Hand every result to the store (or drop what is left when ``discard``) and stop the workers."""
+        try:
+            if not discard:
+                self._harvest(drain=True)
+        finally:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_inference(run: LoadedRun, dataset: Any, options: InferOptions, out_dir: str | os.PathLike, *,
+                  log: Log = log_stderr) -> InferResult:
+    """Run ``options.task`` over ``dataset`` in this process, resuming from the images ``out_dir`` already records.
 
     Args:
         run: the restored model and config (:func:`load_run`).
-        dataset: items as :class:`more.data.EvalDataset` gives them.
+        dataset: an :class:`more.data.EvalDataset` (resized images, masks, labels, originals; ``names``).
         options: the task and its switches.
-        out_dir: where the PNG folders (and ``maps/``) are written.
+        out_dir: where the PNG folders, ``maps/`` and ``done.jsonl`` are written.
         log: progress lines.
 
     Returns:
-        :class:`InferResult`; scores are filled for outputs whose confusion matrix received pixels.
+        :class:`InferResult` over every recorded image; scores for outputs whose confusion matrix received pixels.
     """
     cfg, device = run.cfg, run.device
-    out = Path(out_dir)
+    names = list(dataset.names)
     k = num_classes(cfg) + 1
-    first = options.outputs[0]
-    hists = {first: ConfusionMatrix(k, device=device)}
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
-                                         num_workers=cfg.data.num_workers, collate_fn=collate_eval,
-                                         pin_memory=device.type == "cuda")
-    total = len(dataset)
-    writer = _Writer()
-    crf = None
-    if options.crf:
-        second = options.outputs[1]
-        hists[second] = ConfusionMatrix(k, device="cpu")
-        fn = functools.partial(dense_crf if options.task == "seg" else crf_from_scores, **crf_kwargs(cfg))
-        crf = _CrfStage(fn, folder=out / second, hist=hists[second], writer=writer,
-                        workers=options.workers or cfg.eval.crf_workers, total=total, log=log)
-    decoder_labels = torch.zeros((), dtype=torch.long, device=device)
-    progress = Progress(total, desc=f"infer {options.task}")
-    every = max(1, math.ceil(len(loader) / 10))
-    done, finished = 0, False
-    log(f"infer {options.task}: {total} images -> {out}" + (f" (CRF on {crf.workers} processes)" if crf else ""))
+    grid = batch_grid(len(names), cfg.eval.batch_size)
+    store = InferStore(out_dir, options.outputs, k)
+    finished_before = store.finished(names)
+    todo = store.pending(grid, names)
+    store.on_record = InferProgress(store.counts, len(names), desc=f"infer {options.task}", outputs=options.outputs,
+                                    log=log)
+    crf = CrfRunner(options.task, crf_kwargs(cfg), k, store, workers=options.workers or cfg.eval.crf_workers) \
+        if options.crf else None
+    resumed = f", {finished_before} finished before" if finished_before else ""
+    log(f"infer {options.task}: {len(names)} images{resumed} -> {out_dir}"
+        + (f" (CRF on {crf.workers} processes)" if crf else ""))
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=todo, num_workers=cfg.data.num_workers,
+                                         collate_fn=collate_eval, pin_memory=device.type == "cuda")
+    finished = False
     try:
-        for step, batch in enumerate(loader, start=1):
-            images = batch["image"].to(device, non_blocking=True)
-            if options.task == "seg":
-                _seg_batch(run, batch, images, out, hists[first], writer, crf)
-            else:
-                decoder_labels += _seed_batch(run, batch, images, options, out, hists[first], writer, crf)
-            done += images.shape[0]
-            progress.update(done)
-            if step % every == 0 or done == total:
-                progress.line(progress.text(done))
+        for batch in loader:
+            first, second = store.missing(batch["name"])
+            works = net_batch(run, batch, options, maps=options.maps, write=first, crf=second)
+            store.submit_net(works)
+            for work in works:
+                if crf is not None and work.crf is not None:
+                    crf.add(work.crf)
+        if crf is not None:
+            crf.close()
         finished = True
     finally:
-        if crf is not None:
-            crf.close(discard=not finished)
-        writer.close()
-    return InferResult(
-        out_dir=out, num_images=done,
-        scores={name: scores(h.hist) for name, h in hists.items() if int(h.hist.sum()) > 0},
-        hists={name: h.hist.cpu() for name, h in hists.items()},
-        decoder_label_images=int(decoder_labels),
-    )
-
-
-def _autocast(run: LoadedRun) -> torch.autocast:
-    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.autocast)
-
-
-@torch.no_grad()
-def _seed_batch(run: LoadedRun, batch: dict[str, Any], images: torch.Tensor, options: InferOptions, out: Path,
-                hist: ConfusionMatrix, writer: _Writer, crf: _CrfStage | None) -> torch.Tensor:
-    """Seeds (GT labels) or cam2seg (predicted labels) of one batch; returns the number of decoder-labelled images."""
-    cfg, model, device = run.cfg, run.model, run.device
-    scales = cfg.eval.infer_multiscale if options.multiscale else cfg.eval.infer_cam_scales
-    with _autocast(run):
-        if options.task == "cam2seg":
-            output = model(images)
-            predicted = predict_labels(output.cls_logits.float(), output.seg_logits.float(),
-                                       min_pixels=cfg.eval.cam2seg_min_pixels)
-            labels, from_decoder = predicted.labels, predicted.from_decoder.sum()
-        else:
-            labels, from_decoder = batch["labels"].to(device), torch.zeros((), dtype=torch.long, device=device)
-        maps = score_maps(model, images, source=options.source, scales=scales, lam_mode=cfg.model.lam)
-    labels_host = labels.cpu()  # the present classes name the stored maps and the CRF channels
-    folder = out / options.outputs[0]
-    for i, name in enumerate(batch["name"]):
-        gt = batch["mask"][i]
-        seed = seed_from_maps(maps[i].float(), labels[i], size=tuple(gt.shape), bkg_thre=cfg.eval.bkg_thre)
-        hist.update(seed.label, gt.to(device, non_blocking=True))
-        present = torch.nonzero(labels_host[i]).flatten()  # (n,) 0-based classes, on the host
-        fg = seed.scores[present.to(device)].cpu().numpy()  # (n, H, W) float32
-        class_ids = (present + 1).numpy()
-        writer.submit(write_mask, folder / f"{name}.png", seed.label.cpu().numpy().astype(np.uint8))
-        writer.submit(save_score_maps, out / "maps" / f"{name}.npz", fg, class_ids)
-        if crf is not None:
-            orig = np.ascontiguousarray(batch["orig"][i].numpy())  # (H, W, 3) uint8
-            lookup = np.concatenate([[0], class_ids]).astype(np.int64)  # CRF channel -> class id
-            crf.add(_CrfJob(name, (orig, fg, tuple(range(len(class_ids)))), gt, lookup))
-    return from_decoder
-
-
-@torch.no_grad()
-def _seg_batch(run: LoadedRun, batch: dict[str, Any], images: torch.Tensor, out: Path, hist: ConfusionMatrix,
-               writer: _Writer, crf: _CrfStage | None) -> None:
-    """Multi-scale segmentation of one batch: raw argmax PNGs, and CRF jobs on the softmax of the fused logits."""
-    cfg = run.cfg
-    inputs = scaled_inputs(images, batch["orig"], cfg.eval.seg_scales, mean=cfg.data.mean, std=cfg.data.std)
-    with _autocast(run):
-        per_scale = seg_logits_per_scale(run.model, inputs)
-    for i, name in enumerate(batch["name"]):
-        gt = batch["mask"][i]
-        fused = fuse_seg_logits(per_scale, i, size=tuple(gt.shape))  # (C+1, H, W)
-        pred = fused.argmax(dim=0)
-        hist.update(pred, gt.to(run.device, non_blocking=True))
-        writer.submit(write_mask, out / "seg_raw" / f"{name}.png", pred.cpu().numpy().astype(np.uint8))
-        if crf is not None:
-            probs = torch.softmax(fused, dim=0).cpu().numpy()  # (C+1, H, W)
-            orig = np.ascontiguousarray(batch["orig"][i].numpy())
-            crf.add(_CrfJob(name, (orig, probs), gt, None))
+        if crf is not None and not finished:
+            crf.close(discard=True)
+        store.close(discard=not finished)
+    return result_of(store, names, finished_before)

@@ -1,0 +1,221 @@
+"""``infer`` fanned out over Ray: the network pass on one worker per GPU, DenseCRF on every CPU of every node.
+
+The pieces are the pure functions of :mod:`more.eval.infer_work` and :mod:`more.eval.infer_items`; this module only
+places them. Network workers are Ray actors (one GPU each, or one CPU each on machines without GPUs) that restore
+the model from weights the driver puts into the object store once (no shared disk needed for the checkpoint; the
+dataset must be at ``data.root`` on every node, as for training). Each batch call returns the images' encoded files
+and confusion counts to the driver, and each image's CRF input as its own object, which goes straight to a one-CPU
+CRF task wherever Ray has a free core. The driver alone writes files and the completion record
+(:class:`more.eval.infer_store.InferStore`), so a run killed anywhere resumes as the in-process one does, and the
+batches are the same fixed grid, so the outputs are the same as in-process on the same kind of device.
+
+Without ``--address`` the embedded Ray of :mod:`more.harness.local_ray` (loopback, token auth) is started with the
+machine's GPUs and as many CPUs as the network workers and ``--workers`` CRF tasks need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from more.eval.infer import InferProgress, InferResult, Log, crf_kwargs, log_stderr, result_of
+from more.eval.infer_items import CrfDone, run_crf
+from more.eval.infer_job import InferPlan
+from more.eval.infer_store import InferStore, batch_grid
+
+CALLS_PER_WORKER = 2  # batches queued on each network worker: the next one is decoded while one runs
+
+
+@dataclass
+class FanOut:
+    """Where the fan-out runs, resolved after connecting.
+
+    Attributes:
+        net_workers: network workers (actors).
+        gpus: True when each network worker holds a GPU.
+        crf_slots: CPUs the CRF tasks may use at once.
+        address: the Ray GCS address.
+    """
+
+    net_workers: int
+    gpus: bool
+    crf_slots: int
+    address: str
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.gpus else "cpu"
+
+    def describe(self) -> str:
+        where = f"{self.net_workers} {'GPU' if self.gpus else 'CPU'} network worker(s)"
+        return f"{where} and {self.crf_slots} CRF slot(s) on Ray at {self.address}"
+
+
+@contextmanager
+def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: int = 0, device: str = "auto",
+                   log: Log = log_stderr) -> Iterator[FanOut]:
+    """Connect to the cluster at ``address`` (or start the embedded Ray) and size the fan-out.
+
+    Args:
+        address: ``HOST:PORT`` of a running cluster, or None for an embedded Ray on loopback.
+        net_workers: network workers; 0 = one per GPU (of the cluster, or of this machine), 1 without GPUs.
+        crf_workers: CRF tasks at once; 0 = every CPU the network workers leave free (at least one).
+        device: ``runtime.device``: ``cpu`` keeps the network off the GPUs.
+    """
+    from more.harness.local_ray import ray_runtime
+    from more.preflight import PreflightError, local_gpus
+
+    want_gpus = device != "cpu"
+    if address is None:
+        gpus = local_gpus() if want_gpus else 0
+        if gpus and net_workers > gpus:
+            raise PreflightError(f"--net-workers {net_workers}: this machine has {gpus} GPU(s), one per network "
+                                 f"worker")
+        workers = net_workers or max(gpus, 1)
+        crf = crf_workers or max(1, (os.cpu_count() or 1) - workers)  # every network worker holds one CPU
+        kwargs: dict[str, Any] = {"num_cpus": workers + crf, "num_gpus": gpus}
+    else:
+        kwargs = {}
+    with ray_runtime(address, **kwargs) as runtime:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if want_gpus else 0
+        workers = net_workers or max(gpus, 1)
+        use_gpus = gpus > 0
+        if use_gpus and workers > gpus:
+            raise PreflightError(f"--net-workers {workers}: the cluster has {gpus} GPU(s), one per network worker")
+        cpus = int(resources.get("CPU", 1))
+        crf = crf_workers or max(1, cpus - workers)
+        fan = FanOut(net_workers=workers, gpus=use_gpus, crf_slots=crf, address=runtime.address or str(address))
+        log(f"infer fan-out: {fan.describe()}")
+        yield fan
+
+
+@ray.remote
+class NetWorker:
+    """One network worker: the model on its device and the split's dataset, one batch per call."""
+
+    def __init__(self, cfg: Any, state: dict[str, Any], iteration: int, checkpoint: str, split: str, options: Any,
+                 gpu: bool) -> None:
+        import torch
+
+        from more.data import build_eval_dataset
+        from more.eval.infer import LoadedRun
+        from more.model import build_model
+        from more.train.trainer import use_autocast
+
+        if not gpu:
+            torch.set_num_threads(cfg.runtime.num_threads or 1)  # one CPU per worker, as Ray reserved
+        device = torch.device("cuda" if gpu else "cpu")
+        model = build_model(cfg, load_weights=False)
+        model.load_state_dict(state)
+        model.to(device).eval()
+        self.run = LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, iteration=iteration, device=device,
+                             autocast=use_autocast(cfg, device))
+        self.dataset = build_eval_dataset(cfg, split)
+        self.options = options
+
+    def batch(self, indices: list[int], write: list[str], crf: list[str]) -> Any:
+        """``net_batch`` of the images at ``indices``; returns the works, then each CRF job as its own object."""
+        from more.data import collate_eval
+        from more.eval.infer_work import net_batch
+
+        batch = collate_eval([self.dataset[i] for i in indices])
+        works = net_batch(self.run, batch, self.options, maps=self.options.maps, write=set(write), crf=set(crf))
+        jobs = []
+        for work in works:
+            if work.crf is not None:
+                jobs.append(work.crf)
+                work.crf = None
+        return (works, *jobs) if jobs else works
+
+
+@ray.remote(num_cpus=1)
+def crf_task(job: Any, task: str, kwargs: dict[str, float], k: int) -> CrfDone:
+    """One image's DenseCRF on one CPU."""
+    return run_crf(job, task, kwargs, k)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The worker's own exception inside Ray's wrapper (so a user error stays one line)."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.as_instanceof_cause()
+        return cause if isinstance(cause, BaseException) else exc
+    return exc
+
+
+def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferResult:
+    """Run a checked plan on the Ray the fan-out is connected to; resumes from what ``plan.out`` records.
+
+    Returns:
+        :class:`InferResult` over every recorded image.
+    """
+    from more.config import num_classes
+
+    cfg, options = plan.cfg, plan.options
+    names = list(plan.dataset.names)
+    k = num_classes(cfg) + 1
+    store = InferStore(plan.out, options.outputs, k)
+    finished_before = store.finished(names)
+    todo = deque(store.pending(batch_grid(len(names), cfg.eval.batch_size), names))
+    store.on_record = InferProgress(store.counts, len(names), desc=f"infer {options.task}", outputs=options.outputs,
+                                    log=log)
+    log(f"infer {options.task}: {len(names)} images"
+        + (f", {finished_before} finished before" if finished_before else "") + f" -> {plan.out}")
+    state = ray.put({name: tensor.detach().cpu() for name, tensor in plan.run.model.state_dict().items()})
+    # a GPU worker runs its two queued batches on two threads: one decodes images while the other's forward runs
+    worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=0,
+                               max_concurrency=CALLS_PER_WORKER if fan.gpus else 1)
+    actors = [worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
+              for _ in range(fan.net_workers)]
+    kwargs = crf_kwargs(cfg)
+    net: dict[Any, tuple[int, list[str]]] = {}  # first return of a batch call -> (actor, CRF names)
+    busy = [0] * len(actors)
+    crf: set[Any] = set()
+    crf_cap = 2 * fan.crf_slots  # CRF inputs in flight: bounds the object store's memory
+    finished = False
+    try:
+        while todo or net or crf:
+            for a in range(len(actors)):
+                while todo and busy[a] < CALLS_PER_WORKER and len(crf) < crf_cap:
+                    indices = todo.popleft()
+                    first, second = store.missing(names[i] for i in indices)
+                    batch_names = [names[i] for i in indices]
+                    crf_names = [n for n in batch_names if n in second] if options.crf else []
+                    refs = actors[a].batch.options(num_returns=1 + len(crf_names)).remote(
+                        indices, sorted(first), crf_names)
+                    refs = refs if isinstance(refs, list) else [refs]
+                    net[refs[0]] = (a, crf_names)
+                    busy[a] += 1
+                    for job in refs[1:]:
+                        crf.add(crf_task.remote(job, options.task, kwargs, k))
+            waiting = [*net, *crf]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            if ready:
+                rest = [r for r in waiting if r not in set(ready)]
+                more_ready, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
+                ready = [*ready, *more_ready]
+            for ref in ready:
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    raise _cause(exc) from None
+                if ref in net:
+                    a, _ = net.pop(ref)
+                    busy[a] -= 1
+                    store.submit_net(value)
+                else:
+                    crf.discard(ref)
+                    store.submit_crf([value])
+            store.raise_error()
+        finished = True
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        store.close(discard=not finished)
+    return result_of(store, names, finished_before)
