@@ -19,7 +19,7 @@ def test_a_one_image_validation_split_names_the_absent_classes(tiny_root, tmp_pa
     run = tmp_path / "run"
     assert main(["train", str(cfg), "--run-dir", str(run)]) == 0
     err = capsys.readouterr().err
-    line = next(x for x in err.splitlines() if x.startswith("eval @ 3: "))
+    line = next(x for x in err.splitlines() if x.startswith("eval @ 3 on val: "))
     # CAM, LAM and Fused score only the image's own classes: a class the image lacks is in neither GT nor prediction
     assert "mIoU is nan for cam, aux_cam, lam, fused" in line and "on split 'val'" in line, line
     record = json.loads((run / "metrics.json").read_text())
