@@ -33,7 +33,7 @@ def template_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     folder = Path(cache.mkdir("more-mlflow-template")) if cache is not None else tmp_path_factory.mktemp("template")
     template = folder / f"empty-mlflow-{mlflow.__version__}.db"
     if not template.is_file():

@@ -6,7 +6,8 @@ results table and MLflow.
 - :func:`all_rows`: the results table in spec order: Tune's rows for the trials this experiment ran, the earlier
   results for the reused ones (marked with their origin), every row with its content key and code identity.
 - :func:`write_outcomes`: ``outcome.json`` in each run folder once Tune has the final state (what later launches
-  find and reuse), and :func:`link_reused`: tags that link reused MLflow runs to this launch's parent run.
+  find and reuse; a trial the scheduler or a stop rule ended early is marked so: its result is complete), indexed
+  by config key, and :func:`link_reused`: tags that link reused MLflow runs to this launch's parent run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from more.harness.reuse import (
     PLAN_FILE,
     REUSE,
     RUN,
+    STOPPED_EARLY_TAG,
+    WAIT,
     Decision,
     Prior,
     find_priors,
@@ -44,7 +47,8 @@ def make_plan(spec: AblationSpec, trials: list[Trial], *, storage: str, experime
               retry_failed: bool = True) -> tuple[list[Decision], dict[str, TrialIdentity]]:
     """Decisions for the spec's trials from every earlier result but those of ``experiment`` itself."""
     identities = spec_identities(spec, trials)
-    priors = [] if rerun else [p for p in find_priors(storage, tracking_uri, tracking=tracking)
+    keys = [ident.config_key for ident in identities.values()]
+    priors = [] if rerun else [p for p in find_priors(storage, tracking_uri, keys, tracking=tracking)
                                if p.experiment != experiment]
     decisions = plan([t.name for t in trials], identities, priors, rerun=rerun, across_commits=across_commits,
                      retry_failed=retry_failed)
@@ -110,6 +114,9 @@ def all_rows(spec: AblationSpec, trials: list[Trial], store: Any, decisions: lis
         d = chosen.get(t.name)
         if d is not None and d.action in (REUSE, KEEP_FAILED) and d.prior is not None:
             row = prior_row(t, d.prior, spec.metric, failed=d.action == KEEP_FAILED)
+        elif d is not None and d.action == WAIT:  # another launch trained it and left no result (yet)
+            row = not_started_row(t)
+            row.error = d.why
         else:
             row = by_name[t.name]
             ident = identities.get(t.name)
@@ -119,21 +126,58 @@ def all_rows(spec: AblationSpec, trials: list[Trial], store: Any, decisions: lis
     return rows
 
 
-def write_outcomes(rows: list[TrialRow], *, run_ids: dict[str, str] | None = None) -> None:
-    """``outcome.json`` (status, iterations, last metrics, error) in the run folder of each trial this launch ran
-    to an end; reused rows are left alone (their outcome lives in their own folder)."""
+def early_stop(spec: AblationSpec, row: TrialRow, ident: TrialIdentity | None) -> str:
+    """What ended a finished trial before its last iteration: "stop rule" (a metric threshold it reached),
+    "scheduler" (ASHA), or "" when it ran to its end."""
+    if row.status != FINISHED or ident is None or (row.iterations or 0) >= ident.target_iters:
+        return ""
+    from more.harness.spec import LOWER_IS_BETTER
+
+    lower = set(LOWER_IS_BETTER) | ({spec.metric} if spec.mode == "min" else set())
+    for key, threshold in spec.stop.items():
+        value = row.metrics.get(key)
+        if key != "iter" and value is not None and (value <= threshold if key in lower else value >= threshold):
+            return "stop rule"
+    return "scheduler" if spec.scheduler else ""
+
+
+def write_outcomes(rows: list[TrialRow], *, run_ids: dict[str, str] | None = None, spec: AblationSpec | None = None,
+                   identities: dict[str, TrialIdentity] | None = None, storage: str | None = None) -> None:
+    """``outcome.json`` (status, iterations, last metrics, error, what stopped it early) in the run folder of each
+    trial this launch ran to an end, indexed under its config key in ``storage``; reused rows are left alone (their
+    outcome lives in their own folder)."""
+    from more.harness import results_index
+
+    identities = identities or {}
     for r in rows:
         if r.origin or not r.run_dir or r.status not in (FINISHED, FAILED):
             continue
         run_dir = Path(r.run_dir)
         if not run_dir.is_dir():
             continue
+        ident = identities.get(r.trial)
         data = {"status": PRIOR_FINISHED if r.status == FINISHED else PRIOR_FAILED, "iterations": r.iterations,
                 "metrics": r.metrics, "error": r.error, "finished": time.time(),
-                "run_id": (run_ids or {}).get(r.trial, "")}
+                "run_id": (run_ids or {}).get(r.trial, ""),
+                "stopped_early": early_stop(spec, r, ident) if spec is not None else ""}
         tmp = run_dir / f"{OUTCOME_FILE}.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, run_dir / OUTCOME_FILE)
+        if storage and "://" not in storage and ident is not None:
+            results_index.add(storage, ident.config_key, run_dir)
+
+
+def tag_early_stops(launch: Any, spec: AblationSpec, rows: list[TrialRow], identities: dict[str, TrialIdentity],
+                    run_ids: dict[str, str]) -> None:
+    """Tag the MLflow runs of trials that the scheduler or a stop rule ended early (``more.stopped_early``), so a
+    launch elsewhere that finds them in MLflow reuses them as complete results."""
+    if launch is None or not launch.enabled:
+        return
+    for r in rows:
+        reason = "" if r.origin else early_stop(spec, r, identities.get(r.trial))
+        if reason and run_ids.get(r.trial):
+            launch._call("tagging an early-stopped run", launch.client.set_tag, run_ids[r.trial], STOPPED_EARLY_TAG,
+                         reason)
 
 
 def link_reused(launch: Any, decisions: list[Decision], digest: str) -> int:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import ray
 from ray import tune
 
 from more.config import load_config
@@ -125,14 +128,18 @@ def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
             **workers, **(extra or {}), **trial.overrides, **pinned, NAME_KEY: trial.name}
 
 
-def run_trial(config: dict[str, Any]) -> None:
+Trainer = Callable[..., Any]  # train(cfg, *, report, resume, run_dir, log), as more.train.train
+
+
+def run_trial(config: dict[str, Any], trainer: Trainer | None = None) -> None:
     """The Tune function trainable: flat dict -> config -> ``train(cfg, report=...)``; resumes from Tune's checkpoint.
 
     The trainer writes its run folder (config.yaml, metrics.jsonl, evals, checkpoints) next to Tune's files in
     the trial folder when the storage is a local or shared path, else in the trial's working directory (synced).
     With several workers (``resources.workers``) every worker trains in that same folder and rank 0 writes it.
+    ``trainer`` replaces :func:`more.train.train` (a benchmark times the harness around a light one); everything
+    else (identity, tracking, checkpoints, retries) stays as for the real trainer.
     """
-    from more.train import TrainingDiverged, train
 
     params = dict(config[PARAM_KEY])
     source, name = params.pop(SOURCE_KEY), params.pop(NAME_KEY)
@@ -170,7 +177,10 @@ def run_trial(config: dict[str, Any]) -> None:
 
                 run_ddp_trial(cfg, Resources(**workers), run_dir=run_dir, resume=resume_dir, report=report, log=log)
             else:
-                train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+                if trainer is None:
+                    from more.train import train as real_trainer
+                fit_with = trainer or real_trainer
+                fit_with(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
 
         try:
             if own is not None:
@@ -190,9 +200,10 @@ def run_trial(config: dict[str, Any]) -> None:
                 with checkpoint.as_directory() as resume_dir:
                     log(f"resuming from {checkpoint.path}")
                     fit(resume_dir)
-        except TrainingDiverged as exc:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
+        except Exception as exc:
+            if _diverged(exc):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
             raise
 
 
@@ -203,11 +214,10 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
 
     if not tracking.get("parent"):
         return TrialTracker()
-    import torch
-
     from more.provenance import git_sha
 
-    device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    # "auto" trains on CUDA exactly when the trial holds a GPU (Ray hides the others): no torch import needed here
+    device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
     tags = trial_tags(
         spec_name=tracking["spec_name"], spec_hash=tracking["spec_hash"], trial_name=name, condition=condition,
         seed=int(tracking.get("seed", cfg.train.seed)), sweep=tracking.get("sweep"),
@@ -220,6 +230,13 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
                      "more.experiment_folder": run_dir.parent.parent.name})
     return TrialTracker.open(tracking["uri"], tracking["parent"], trial_key(tracking["spec_hash"], name), tags, cfg,
                              run_name=name, run_dir=run_dir, log_checkpoint=bool(tracking.get("log_checkpoint")))
+
+
+def _diverged(exc: BaseException) -> bool:
+    """A :class:`~more.train.TrainingDiverged`, looked up without importing the trainer (a light trainer never
+    loads it, and then cannot have raised it)."""
+    trainer = sys.modules.get("more.train.trainer")
+    return trainer is not None and isinstance(exc, trainer.TrainingDiverged)
 
 
 def _refuse_repeated_divergence(run_dir: Path, start: str) -> None:
@@ -266,8 +283,9 @@ def trial_dirname(trial: Any) -> str:
     return trial.config[PARAM_KEY][NAME_KEY]
 
 
-def _trainable(spec: AblationSpec) -> Any:
-    return tune.with_resources(run_trial, spec.resources.as_ray())
+def _trainable(spec: AblationSpec, trainer: Trainer | None = None) -> Any:
+    fn = run_trial if trainer is None else tune.with_parameters(run_trial, trainer=trainer)
+    return tune.with_resources(fn, spec.resources.as_ray())
 
 
 class TunerSetup(NamedTuple):
@@ -326,18 +344,19 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
 
 def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
                 max_concurrent: int | None = None, callbacks: list[Any] | None = None,
-                tracking: dict[str, Any] | None = None, extras: dict[str, dict[str, Any]] | None = None) -> tune.Tuner:
-    """A new Tuner for the trials (see :func:`tuner_setup`)."""
+                tracking: dict[str, Any] | None = None, extras: dict[str, dict[str, Any]] | None = None,
+                trainer: Trainer | None = None) -> tune.Tuner:
+    """A new Tuner for the trials (see :func:`tuner_setup`); ``trainer`` replaces the real one (:func:`run_trial`)."""
     setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks, tracking=tracking,
                         extras=extras)
-    return tune.Tuner(_trainable(spec), param_space=setup.param_space, tune_config=setup.tune_config,
+    return tune.Tuner(_trainable(spec, trainer), param_space=setup.param_space, tune_config=setup.tune_config,
                       run_config=setup.run_config)
 
 
-def restore_tuner(spec: AblationSpec, store: ExperimentStore) -> tune.Tuner:
+def restore_tuner(spec: AblationSpec, store: ExperimentStore, *, trainer: Trainer | None = None) -> tune.Tuner:
     """The Tuner of an interrupted experiment: unfinished and errored trials continue from their last checkpoint,
     finished ones are kept as they are."""
-    return tune.Tuner.restore(store.path, _trainable(spec), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(store.path, _trainable(spec, trainer), resume_unfinished=True, resume_errored=True)
 
 
 def can_restore(store: ExperimentStore) -> bool:

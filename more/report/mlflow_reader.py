@@ -27,13 +27,17 @@ class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached, or holds no run of the spec asked for."""
 
 
+class NoRuns(TrackingUnavailable):
+    """The tracking store was read (or does not exist yet) and holds no run of the spec asked for."""
+
+
 def make_client(uri: str) -> Any:
     """An ``MlflowClient`` for ``uri``; a sqlite database that does not exist is unavailable (reading must never
     create an empty store as a side effect)."""
     if uri.startswith("sqlite:"):
         path = uri.split(":///", 1)[-1] if ":///" in uri else ""
         if not path or not Path(path).is_file():
-            raise TrackingUnavailable(f"no MLflow database at {path or uri}")
+            raise NoRuns(f"no MLflow database at {path or uri}")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -78,7 +82,7 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise TrackingUnavailable(f"MLflow at {uri} unreachable ({type(exc).__name__}: {first})") from None
     if not ids:
-        raise TrackingUnavailable(f"MLflow at {uri} has no experiments")
+        raise NoRuns(f"MLflow at {uri} has no experiments")
     try:
         named = f"tags.`more.spec_name` = {_quote(spec_name)}"
         launches = _search(client, ids, f"tags.`more.kind` = 'launch' and {named}"
@@ -86,12 +90,12 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         if digest is None:
             newest = launches or _search(client, ids, f"tags.`more.kind` = 'trial' and {named}")
             if not newest:
-                raise TrackingUnavailable(f"MLflow at {uri} has no runs of spec '{spec_name}'")
+                raise NoRuns(f"MLflow at {uri} has no runs of spec '{spec_name}'")
             digest = newest[0].data.tags.get("more.spec_hash", "")
             launches = [r for r in launches if r.data.tags.get("more.spec_hash") == digest]
         runs = _search(client, ids, f"tags.`more.kind` = 'trial' and tags.`more.spec_hash` = {_quote(digest)}")
         if not runs:
-            raise TrackingUnavailable(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
+            raise NoRuns(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
         records = [record_from_run(client, run, checkpoint, output) for run in _one_run_per_trial(runs)]
         records += reused_records(client, digest, checkpoint, output, {r.trial for r in records})
         parent = launches[0] if launches else None
