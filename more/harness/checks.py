@@ -37,15 +37,17 @@ class Findings:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def check(self, fn: Callable[..., str], *args: Any, **kwargs: Any) -> str | None:
-        """Run one check: its line goes to ``ok``, its :class:`PreflightError` to ``problems``."""
+    def check(self, fn: Callable[..., str | None], *args: Any, **kwargs: Any) -> str | None:
+        """Run one check: its line (if any) goes to ``ok``, its :class:`PreflightError` to ``problems``; returns
+        the line, or None when the check failed."""
         try:
             line = fn(*args, **kwargs)
         except PreflightError as exc:
             self.problem(str(exc))
             return None
-        self.ok.append(line)
-        return line
+        if line:
+            self.ok.append(line)
+        return line or ""
 
     def problem(self, text: str) -> None:
         if text not in self.problems:

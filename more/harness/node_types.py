@@ -1,9 +1,10 @@
 """How many GPUs the nodes a trial could run on can have: this machine, and the node types of a Ray cluster config.
 
-A trial (or each DDP worker) runs on one node, so the GPUs it reserves must fit one node. The node types come from a
-cluster config (``cluster.yaml``: ``available_node_types.<type>.resources.GPU`` when declared, else the GPU count of
-its AWS instance type, from :data:`AWS_GPUS`). Without a cluster config, the bound is :data:`MAX_GPUS_PER_NODE`,
-the most GPUs one machine has.
+A trial (or each DDP worker) runs on one node, so the GPUs it reserves must fit one node; a DDP trial's workers
+together must fit the cluster at its largest. The node types come from a cluster config (``cluster.yaml``:
+``available_node_types.<type>.resources.GPU`` when declared, else the GPU count of its AWS instance type, from
+:data:`AWS_GPUS`; how many of each: 1 for the head, else the type's ``max_workers`` capped by the cluster's). Without
+a cluster config, the bound is :data:`MAX_GPUS_PER_NODE`, the most GPUs one machine has.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ AWS_GPUS: dict[str, int] = {
 
 @dataclass(frozen=True)
 class NodeType:
-    """One node type of a cluster config: its name, instance type and GPUs (None: unknown)."""
+    """One node type of a cluster config: its name, instance type, GPUs (None: unknown) and how many such nodes the
+    cluster can have at most."""
 
     name: str
     instance: str
     gpus: int | None
+    max_count: int = 1
 
     def text(self) -> str:
         count = "unknown GPUs" if self.gpus is None else f"{self.gpus} GPU"
@@ -68,15 +71,23 @@ def node_types(path: Path) -> list[NodeType]:
         data = load_yaml(path.read_text(), where=str(path))
     except (OSError, YamlError):
         return []
-    types = (data or {}).get("available_node_types") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return []
+    types = data.get("available_node_types") or {}
+    cluster_max = data.get("max_workers") if isinstance(data.get("max_workers"), int) else None
     out = []
-    for name, body in (types or {}).items():
+    for name, body in types.items():
         body = body if isinstance(body, dict) else {}
         declared = (body.get("resources") or {}).get("GPU")
         node_config = body.get("node_config") or {}
         instance = str(node_config.get("InstanceType") or node_config.get("machineType") or "")
         gpus = int(declared) if isinstance(declared, (int, float)) else _instance_gpus(instance) if instance else None
-        out.append(NodeType(str(name), instance, gpus))
+        if name == data.get("head_node_type"):
+            count = 1
+        else:
+            own = body.get("max_workers") if isinstance(body.get("max_workers"), int) else None
+            count = min(x for x in (own, cluster_max, 10**6) if x is not None)
+        out.append(NodeType(str(name), instance, gpus, count))
     return out
 
 
@@ -119,6 +130,14 @@ def gpu_fit_line(resources: Any, *, local: bool, live_nodes: list[dict[str, Any]
     types = node_types(path) if path is not None and path.is_file() else []
     if types:
         fits = [t for t in types if t.gpus is None or t.gpus >= need]
+        if fits and resources.workers > 1 and all(t.gpus is not None for t in types):
+            total = sum(t.max_count * (int(t.gpus // need) if t.gpus else 0) for t in types)
+            if total < resources.workers:
+                raise PreflightError(
+                    f"resources.gpus={resources.gpus:g}: {resources.workers} DDP workers of {need:g} GPU each, more "
+                    f"than the cluster of {path} can ever hold ({total}: " + ", ".join(
+                        f"{t.text()} x {t.max_count}" for t in types) + "); lower 'resources' in the spec (or pass "
+                    "--cluster-config with the node types of your cluster)")
         if fits:
             return f"GPUs: {what}; node type {fits[0].text()} of {path} can hold it"
         compared.append(f"node types of {path}: " + ", ".join(t.text() for t in types))
