@@ -430,10 +430,14 @@ def _node_text(node: dict) -> str:
 
 def _pickle_by_value(trainer: Callable[..., Any] | None) -> None:
     """A trainer defined in a script, notebook or test module travels to Ray's workers by value (they cannot import
-    that module); the project's own functions travel by reference."""
-    module = sys.modules.get(getattr(trainer, "__module__", "") or "")
-    if trainer is None or module is None or module.__name__ == "__main__" or module.__name__.startswith("more."):
+    that module); the project's functions and installed libraries travel by reference."""
+    fn = getattr(trainer, "func", trainer)  # a functools.partial: its function
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if fn is None or module is None or module.__name__ == "__main__" or module.__name__.startswith("more."):
         return
+    where = str(getattr(module, "__file__", "") or "")
+    if not where or where.startswith((sys.prefix, sys.base_prefix)):
+        return  # an installed library (or a built-in): importable on every node
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(module)

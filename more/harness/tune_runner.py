@@ -10,6 +10,7 @@ reports (:mod:`more.harness.ddp`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -148,14 +149,19 @@ def run_trial(config: dict[str, Any], trainer: Trainer | None = None) -> None:
     workers = params.pop(WORKERS_KEY, None)
     identity = params.pop(IDENTITY_KEY, None) or {}
     earlier = params.pop(CONTINUE_KEY, None) or {}
+    shared = bool(params.get(RUN_DIR_KEY))  # the run folder lies in the experiment storage (local or shared path)
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
     write_identity(run_dir, identity, name=name, tracking=tracking)
     tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir, identity=identity)
 
+    # On a local or shared storage the run folder already holds every checkpoint a retry or --resume continues from
+    # (newest_valid_checkpoint below): a Tune copy of each would cost a copy and a forced experiment-state snapshot
+    # per evaluation. Only a run folder off the storage (an object store) hands its checkpoints to Tune.
+
     def tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         inject_fault(run_dir, int(metrics.get("iter", 0)))
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir and not shared else None
         tune.report(dict(metrics), checkpoint=checkpoint)  # copies the folder to storage before returning
 
     def print_line(text: str) -> None:
@@ -214,14 +220,12 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
 
     if not tracking.get("parent"):
         return TrialTracker()
-    from more.provenance import git_sha
-
     # "auto" trains on CUDA exactly when the trial holds a GPU (Ray hides the others): no torch import needed here
     device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
     tags = trial_tags(
         spec_name=tracking["spec_name"], spec_hash=tracking["spec_hash"], trial_name=name, condition=condition,
         seed=int(tracking.get("seed", cfg.train.seed)), sweep=tracking.get("sweep"),
-        overrides=tracking.get("overrides", {}), git_commit=git_sha(), fidelity=cfg.fidelity, device=device,
+        overrides=tracking.get("overrides", {}), git_commit=_git_commit(), fidelity=cfg.fidelity, device=device,
         ray_trial_id=tune.get_context().get_trial_id() or "",
     )
     if identity:
@@ -230,6 +234,14 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
                      "more.experiment_folder": run_dir.parent.parent.name})
     return TrialTracker.open(tracking["uri"], tracking["parent"], trial_key(tracking["spec_hash"], name), tags, cfg,
                              run_name=name, run_dir=run_dir, log_checkpoint=bool(tracking.get("log_checkpoint")))
+
+
+@functools.cache
+def _git_commit() -> str:
+    """The commit of the code this worker process runs: asked once per process (a reused actor runs many trials)."""
+    from more.provenance import git_sha
+
+    return git_sha()
 
 
 def _diverged(exc: BaseException) -> bool:
