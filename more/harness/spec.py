@@ -96,6 +96,9 @@ class AblationSpec:
     paper: Any = None
     tracking: Any = None
     path: Path | None = None  # the spec file, when read from one
+    # each expanded trial's resolved config (expand fills it; trial_config reads it): resolving a config takes a few
+    # ms, and a launch reads every trial's config several times (checks, identities, Tune params)
+    configs: dict[str, MoReConfig] = field(default_factory=dict, repr=False, compare=False)
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -232,8 +235,9 @@ def expand(spec: AblationSpec) -> list[Trial]:
             where = f"condition '{cname}', sweep point {point}"
             for seed in spec.seeds:
                 overrides = {**base_overrides, **point, "train.seed": seed}
-                _resolve(spec, overrides, where if point else f"condition '{cname}'")
-                trials.append(Trial(trial_name(cname, point, seed), cname, dict(point), seed, overrides))
+                name = trial_name(cname, point, seed)
+                spec.configs[name] = _resolve(spec, overrides, where if point else f"condition '{cname}'")
+                trials.append(Trial(name, cname, dict(point), seed, overrides))
     names = [t.name for t in trials]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
@@ -281,7 +285,10 @@ def _resolve(spec: AblationSpec, overrides: dict[str, Any], where: str) -> MoReC
 
 
 def trial_config(spec: AblationSpec, trial: Trial) -> MoReConfig:
-    """The validated config of one trial."""
+    """The validated config of one trial (resolved once, by :func:`expand`; read it, do not change it)."""
+    cached = spec.configs.get(trial.name)
+    if cached is not None:
+        return cached
     return _resolve(spec, trial.overrides, f"trial '{trial.name}'")
 
 

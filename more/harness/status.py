@@ -73,13 +73,28 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _records(run_dir: Path) -> list[dict[str, Any]]:
+TAIL_BYTES = 256 * 1024  # the end of metrics.jsonl that status reads (a long run's file holds thousands of records)
+
+
+def _records(run_dir: Path, metric: str) -> list[dict[str, Any]]:
+    """The last records of ``metrics.jsonl``: the newest :data:`TAIL_BYTES`, read further back only until a record
+    with ``metric`` (an evaluation) is among them, so the cost does not grow with the run's length."""
+    path = run_dir / "metrics.jsonl"
     try:
-        text = (run_dir / "metrics.jsonl").read_text()
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            start = size
+            while True:
+                start = max(0, start - TAIL_BYTES)
+                fh.seek(start)
+                data = fh.read(size - start)
+                if start == 0 or f'"{metric}"'.encode() in data:
+                    break
     except OSError:
         return []
+    lines = data.decode(errors="replace").splitlines()
     out = []
-    for line in text.splitlines():
+    for line in lines[1:] if start > 0 else lines:  # a read from the middle starts inside a record
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -110,7 +125,7 @@ def trial_status(trial: Trial, folder: Path, ident: TrialIdentity | None, metric
     target = ident.target_iters if ident else None
     status = TrialStatus(trial.name, NOT_STARTED, target=target)
     started = _read_json(run_dir / IDENTITY_FILE)
-    records = _records(run_dir)
+    records = _records(run_dir, metric)
     if records:
         status.iteration = int(records[-1].get("iter", 0))
         spi = [r["time/sec_per_iter"] for r in records if isinstance(r.get("time/sec_per_iter"), (int, float))]
