@@ -143,12 +143,13 @@ def main() -> None:
     parser.add_argument("--light-trials", type=int, default=60, help="trials one at a time (--light)")
     parser.add_argument("--light-seconds", type=float, default=0.2, help="each light trial's length (--light)")
     parser.add_argument("--profile", action="store_true", help="pyinstrument profiles of the light launches")
+    parser.add_argument("--code", help="run the light launches from this checkout (PYTHONPATH), e.g. an older commit")
     args = parser.parse_args()
     if args.light:
         from bench_harness_light import light_bench
 
         light_bench(Path(args.out).resolve(), trials=args.light_trials, seconds=args.light_seconds,
-                    profile=args.profile)
+                    profile=args.profile, code=args.code)
         return
     if args.short_trials < 2 or args.trials < 1 or args.iters < 1 or args.short_iters < 1:
         parser.error("--short-trials must be at least 2 (it measures gaps between trials); the others at least 1")

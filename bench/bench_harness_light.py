@@ -83,8 +83,8 @@ def light_launch(argv: list[str]) -> None:
     print(json.dumps({"code": result.code, "experiment": result.experiment}))
 
 
-def _run_launch(folder: Path, spec: Path, seconds: float, profile: bool) -> tuple[float, dict]:
-    """Wall seconds of one light launch process and its rows (results.json)."""
+def _run_launch(folder: Path, spec: Path, seconds: float, profile: bool, code: str | None) -> tuple[float, dict]:
+    """Wall seconds of one light launch process and its rows (results.json); ``code``: the checkout it runs."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     command = [sys.executable, str(Path(__file__).with_name("bench_harness.py")), "--light-launch", str(spec),
                str(folder / "storage"), uri, str(seconds), str(folder / "rss.csv")]
@@ -92,6 +92,8 @@ def _run_launch(folder: Path, spec: Path, seconds: float, profile: bool) -> tupl
         command.append(str(folder / "profile.txt"))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONUNBUFFERED"] = "1"
+    if code:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(code).resolve()), env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     with (folder / "launch.log").open("w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -135,14 +137,14 @@ def _rss_growth(samples: Path) -> tuple[float, float, int]:
     return started[0], done[-1][1], done[-1][0] - 1
 
 
-def light_bench(out: Path, *, trials: int, seconds: float, profile: bool) -> None:
+def light_bench(out: Path, *, trials: int, seconds: float, profile: bool, code: str | None = None) -> None:
     rows = []
     one = out / "light_one"
     one.mkdir(parents=True, exist_ok=True)
     for old in (one / "storage", one / "mlflow.db"):
         subprocess.run(["rm", "-rf", str(old)], check=True)
     store_s = _new_store(one)
-    wall, results = _run_launch(one, _spec(one, "light_one", 1), seconds, profile)
+    wall, results = _run_launch(one, _spec(one, "light_one", 1), seconds, profile, code)
     trial_s = float(results["trials"][0]["metrics"]["time_total_s"])
     rows += [("MLflow store creation (migrations, once per store)", f"{store_s:.1f} s", "not in the launch below"),
              ("one light trial: launch process end to end", f"{wall:.1f} s", f"trial {trial_s:.1f} s (Tune)"),
@@ -152,7 +154,7 @@ def light_bench(out: Path, *, trials: int, seconds: float, profile: bool) -> Non
     for old in (many / "storage", many / "mlflow.db"):
         subprocess.run(["rm", "-rf", str(old)], check=True)
     _new_store(many)
-    wall, results = _run_launch(many, _spec(many, "light_many", trials), seconds, profile)
+    wall, results = _run_launch(many, _spec(many, "light_many", trials), seconds, profile, code)
     gaps = _gaps(results)
     first, last, between = _rss_growth(many / "rss.csv")
     per_1000 = (last - first) / between * 1000 if between else float("nan")
@@ -162,8 +164,9 @@ def light_bench(out: Path, *, trials: int, seconds: float, profile: bool) -> Non
                                                   f"target p50 <= 0.3 s, p99 <= 2 s"),
              ("**driver memory growth**", f"**{per_1000:.0f} MB per 1,000 trials**",
               f"RSS {first:.0f} MB after the first trial, {last:.0f} MB after {between} more; target <= 200 MB")]
-    lines = [f"bench_harness --light, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, 1-min load average "
-             f"at the end: {os.getloadavg()[0]:.2f}", "", "| figure | value | note |", "|---|---|---|",
+    lines = [f"bench_harness --light, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, code "
+             f"{code or ROOT}, 1-min load average at the end: {os.getloadavg()[0]:.2f}", "",
+             "| figure | value | note |", "|---|---|---|",
              *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
     text = "\n".join(lines) + "\n"
     (out / "light.md").write_text(text)

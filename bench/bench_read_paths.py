@@ -92,7 +92,7 @@ def log_run(client: Any, exp_id: str, name: str, tags: dict[str, str], params: d
 
 
 def fill(uri: str, spec_path: Path, storage: Path, *, other: int, experiments: int, other_folders: int,
-         workers: int) -> None:
+         workers: int, log_lines: int) -> None:
     """Write the other runs, the spec's runs and the experiment folders (see the module docstring)."""
     os.environ["MORE_CODE_ID"] = CODE
     from mlflow.tracking import MlflowClient
@@ -153,9 +153,10 @@ def fill(uri: str, spec_path: Path, storage: Path, *, other: int, experiments: i
         run_dir.mkdir(parents=True)
         (run_dir / "identity.json").write_text(json.dumps({**ident.as_dict(), "trial": t.name, "spec_hash": digest,
                                                            "attempts": [{"started": time.time() - 600}]}))
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({k: v for k, v in h.items() if "/iou/" not in k
-                                                                   and "/confusion/" not in k}) + "\n"
-                                                       for h in history.values()))
+        records = [{"iter": i, "train/loss": 1.0 / i, "time/sec_per_iter": 0.5} for i in range(1, log_lines + 1)]
+        records += [{k: v for k, v in h.items() if "/iou/" not in k and "/confusion/" not in k}
+                    for h in history.values()]  # training records, then the evaluations (a long run's file)
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         (run_dir / "outcome.json").write_text(json.dumps({"status": "FINISHED", "iterations": EVALS[-1],
                                                           "metrics": history[EVALS[-1]], "run_id": run_id,
                                                           "finished": time.time()}))
@@ -175,10 +176,11 @@ def fill(uri: str, spec_path: Path, storage: Path, *, other: int, experiments: i
 
 
 def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit status of one command (its output goes to ``log``)."""
+    """Wall seconds, peak RSS (MB) and exit status of one command (its output goes to ``log``). It runs in the
+    folder of ``log``: ``python -m`` puts its working directory first on the path, so ``--code`` takes effect."""
     start = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
@@ -192,6 +194,8 @@ def main() -> None:
                                                                         "storage (default: --other)")
     parser.add_argument("--values", type=int, default=1, help="sweep values: the spec has 5 x values x seeds trials")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--log-lines", type=int, default=2000, help="training records in each trial's metrics.jsonl "
+                                                                    "(20,000 iterations logged every 10: 2,000)")
     parser.add_argument("--tracking-uri", help="the store to fill and read (default: a sqlite file under --out)")
     parser.add_argument("--workers", type=int, default=1, help="threads filling the store (1 for sqlite)")
     parser.add_argument("--out", default=str(ROOT / "work" / "bench_read_paths"))
@@ -206,7 +210,8 @@ def main() -> None:
     storage = out / "storage"
     if args.fill_only:
         fill(uri, out / "bench_read.yaml", storage, other=args.other, experiments=args.experiments,
-             other_folders=args.other if args.other_folders is None else args.other_folders, workers=args.workers)
+             other_folders=args.other if args.other_folders is None else args.other_folders, workers=args.workers,
+             log_lines=args.log_lines)
         return
     if not args.reuse_store:
         shutil.rmtree(out, ignore_errors=True)

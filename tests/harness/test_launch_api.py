@@ -26,6 +26,7 @@ def _ray_env(proc_root, monkeypatch):
     """Ray's processes carry the test's folder in their environment (the fixture kills them by it), and the token
     auth a launch turns on is undone afterwards."""
     monkeypatch.setenv("MORE_TEST_ROOT", str(proc_root))
+    monkeypatch.setenv("MORE_CODE_ID", f"launch-api-{proc_root.name}")  # a code identity no other test's trials have
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
