@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
         )  # bad input (PreflightError, SpecError, OutputError) -> one "error: ..." line and exit 2 (more.__main__)
     except SourceError as exc:
-        print(f"no runs found: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)
         return 1
     print()
     print(result.summary, end="")

@@ -71,17 +71,22 @@ def trial_path_problems(spec: Any, trials: list[Any], *, where: str = "") -> tup
     """Each trial's data root, labels file and weights, checked on the machine this runs on. Returns the passed
     lines and the problems, each once with the trials it concerns (``where`` starts each line)."""
     from more.harness.spec import trial_config
+
+    return _paths_checked([(t.name, trial_config(spec, t)) for t in trials], where)
+
+
+def _paths_checked(configs: list[tuple[str, Any]], where: str) -> tuple[list[str], list[str]]:
+    """:func:`more.preflight.config_paths` of each (trial name, config): the passed lines and the problems, each
+    once with the trials it concerns."""
     from more.preflight import config_paths
 
     found: dict[str, list[str]] = {}
     bad: dict[str, list[str]] = {}
-    for trial in trials:
+    for name, cfg in configs:
         try:
-            line = config_paths(trial_config(spec, trial))
+            found.setdefault(config_paths(cfg), []).append(name)
         except PreflightError as exc:
-            bad.setdefault(str(exc), []).append(trial.name)
-            continue
-        found.setdefault(line, []).append(trial.name)
+            bad.setdefault(str(exc), []).append(name)
 
     def named(text: str, names: list[str]) -> str:
         others = f" and {len(names) - 1} other{'s' if len(names) > 2 else ''}" if len(names) > 1 else ""
@@ -167,46 +172,11 @@ def same_config_problems(trials: list[Any], identities: dict[str, Any]) -> list[
 # ------------------------------------------------------------------------------------------ on the cluster
 
 
-def _paths_on_node(configs: list[tuple[str, Any]]) -> tuple[str, list[str], list[str]]:
-    """Runs as a Ray task on a node that can hold a trial: that node's address, the passed lines, the problems."""
+def _paths_on_node(configs: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """Runs as a Ray task on a node that can hold a trial: the passed lines and the problems, naming the node."""
     import ray
 
-    from more.preflight import config_paths
-
-    ok: dict[str, list[str]] = {}
-    bad: dict[str, list[str]] = {}
-    for name, cfg in configs:
-        try:
-            ok.setdefault(config_paths(cfg), []).append(name)
-        except PreflightError as exc:
-            bad.setdefault(str(exc), []).append(name)
-    node = ray.util.get_node_ip_address()
-
-    def named(text: str, names: list[str]) -> str:
-        others = f" and {len(names) - 1} other{'s' if len(names) > 2 else ''}" if len(names) > 1 else ""
-        return f"on node {node}: {text} (trial {names[0]}{others})"
-
-    return node, [named(t, n) for t, n in ok.items()], [named(t, n) for t, n in bad.items()]
-
-
-def cluster_checks(spec: Any, trials: list[Any], *, cluster_config: str | None = None,
-                   timeout_s: float = CLUSTER_CHECK_TIMEOUT_S) -> Findings:
-    """Right after connecting to a cluster (``--address``), before any trial is submitted: the GPUs a trial asks for
-    against the cluster's nodes and its config's node types, then the paths where the trials will run."""
-    import ray
-
-    from more.harness.node_types import gpu_fit_line
-
-    findings = Findings()
-    if findings.check(gpu_fit_line, spec.resources, local=False, live_nodes=ray.nodes(),
-                      cluster_config=cluster_config) is None:
-        return findings  # no node can take the path check's task either
-    on_nodes = cluster_path_problems(spec, trials, timeout_s=timeout_s)
-    findings.ok += on_nodes.ok
-    findings.notes += on_nodes.notes
-    for text in on_nodes.problems:
-        findings.problem(text)
-    return findings
+    return _paths_checked(configs, f"on node {ray.util.get_node_ip_address()}: ")
 
 
 def cluster_path_problems(spec: Any, trials: list[Any], *, timeout_s: float = CLUSTER_CHECK_TIMEOUT_S) -> Findings:
@@ -229,7 +199,7 @@ def cluster_path_problems(spec: Any, trials: list[Any], *, timeout_s: float = CL
         findings.notes.append(f"data roots and weights not checked on the cluster: no node took a task of "
                               f"{need['CPU']:g} CPU and {need['GPU']:g} GPU within {timeout_s:g} s")
         return findings
-    _node, ok, problems = ray.get(ref)
+    ok, problems = ray.get(ref)
     findings.ok.extend(ok)
     for text in problems:
         findings.problem(text)

@@ -123,7 +123,7 @@ def generate_report(targets: Sequence[str], *, tracking_uri: str | None = None, 
         except SourceError as exc:
             if isinstance(exc, PreflightError):
                 raise
-            raise SourceError(f"for {target}: {exc}") from None
+            raise SourceError(f"no runs found for {target}: {exc}") from None
     chosen = check_classes(classes, experiments, output)
     folder = Path(out).expanduser() if out is not None else default_out([e.name for e in experiments])
     if out is None:
