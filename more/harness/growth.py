@@ -5,6 +5,8 @@ results table and MLflow.
 - :func:`tune_extras`: the identity (and, to continue, the earlier checkpoint) each launched trial receives.
 - :func:`all_rows`: the results table in spec order: Tune's rows for the trials this experiment ran, the earlier
   results for the reused ones (marked with their origin), every row with its content key and code identity.
+- :func:`mark_waiting` / :func:`collect_waited`: trials another live launch trains are waited for, then reported with
+  the result that launch left.
 - :func:`write_outcomes`: ``outcome.json`` in each run folder once Tune has the final state (what later launches
   find and reuse; a trial the scheduler or a stop rule ended early is marked so: its result is complete), indexed
   by config key, and :func:`link_reused`: tags that link reused MLflow runs to this launch's parent run.
@@ -81,6 +83,42 @@ def tune_extras(decisions: list[Decision], identities: dict[str, TrialIdentity])
             extra[CONTINUE_KEY] = {"checkpoint": d.prior.checkpoint, "run_dir": d.prior.run_dir,
                                    "origin": d.prior.origin, "iterations": d.prior.iterations}
         out[d.trial] = extra
+    return out
+
+
+def mark_waiting(decisions: list[Decision], held: dict[str, dict[str, Any]]) -> list[Decision]:
+    """The decisions with each trial in ``held`` ({trial: owner of its claim}) waited for instead of run."""
+    from more.harness.claims import owner_text
+
+    return [Decision(d.trial, WAIT, None, f"being trained by another launch, {owner_text(held[d.trial])}")
+            if d.trial in held else d for d in decisions]
+
+
+def collect_waited(decisions: list[Decision], identities: dict[str, TrialIdentity], *, storage: str,
+                   tracking_uri: str | None, tracking: bool, experiment: str) -> list[Decision]:
+    """Once the launches training the waited-for trials have ended: each is reused when they left a finished result,
+    kept as failed when that failed, and stays waited for (its row says so) when they left none."""
+    keys = [identities[d.trial].config_key for d in decisions if d.action == WAIT and d.trial in identities]
+    priors = find_priors(storage, tracking_uri, keys, tracking=tracking) if keys else []
+    out = []
+    for d in decisions:
+        ident = identities.get(d.trial)
+        if d.action != WAIT or ident is None:
+            out.append(d)
+            continue
+        same = [p for p in priors if p.key == ident.key and p.experiment != experiment]
+        done = [p for p in same if p.status == PRIOR_FINISHED]
+        if done:
+            best = max(done, key=lambda p: p.iterations or 0)
+            out.append(Decision(d.trial, REUSE, best, f"trained by another launch meanwhile: finished at iteration "
+                                                      f"{best.iterations}"))
+        elif same:
+            out.append(Decision(d.trial, KEEP_FAILED, same[-1], f"the launch that trained it failed: "
+                                                                f"{same[-1].error or 'no error'}"))
+        else:
+            out.append(Decision(d.trial, WAIT, None, f"{d.why}; that launch ended without a result for it: remove "
+                                                     f"{storage}/{experiment} and launch again (its finished trials "
+                                                     f"are reused)"))
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from more.harness.checks import DEFAULT_STORAGE, launch_checks, resolve_storage, same_config_problems
-from more.harness.reuse import REUSE, WAIT, Decision, plan_text
+from more.harness.reuse import WAIT, Decision, plan_text
 from more.harness.spec import AblationSpec, Trial, expand, load_spec, spec_hash
 from more.preflight import PreflightError
 
@@ -276,11 +276,13 @@ class _Launch:
                 self.tracker = self._launch_tracker()
             if waiting and claims is not None:
                 wait_released(claims, waiting, poll_s=self.opts.claim_poll_s, say=self.say)
-                self._collect_waited(waiting)
+                self._collect_waited()
         return self._finish()
 
     def _claim(self, claims: Any, todo: list[Trial]) -> dict[str, dict[str, Any]]:
-        """Claim the trials to train; mark those another live launch holds as waited for (and returns them)."""
+        """Claim the trials to train; those another live launch holds are marked waited for (and returned)."""
+        from more.harness.growth import mark_waiting, save_plan
+
         if claims is None:
             return {}
         held = {}
@@ -288,13 +290,8 @@ class _Launch:
             ident = self.identities.get(t.name)
             if ident is not None and (owner := claims.claim(ident.key, t.name)) is not None:
                 held[t.name] = owner
-        from more.harness.claims import owner_text
-
-        self.decisions = [Decision(d.trial, WAIT, None, f"being trained by another launch, {owner_text(held[d.trial])}")
-                          if d.trial in held else d for d in self.decisions]
+        self.decisions = mark_waiting(self.decisions, held)
         if held and not self.fresh:
-            from more.harness.growth import save_plan
-
             save_plan(self.store, self.decisions, self.identities)
         return held
 
@@ -352,35 +349,13 @@ class _Launch:
                                     trainer=self.trainer)
             tuner.fit()
 
-    def _collect_waited(self, waiting: dict[str, str]) -> None:
-        """The results the other launches left for the trials this one waited for: reused when finished, kept as
-        failed when they failed, else still marked as waited for (the row says the claiming launch left none)."""
-        from more.harness.reuse import FINISHED, KEEP_FAILED, find_priors
+    def _collect_waited(self) -> None:
+        """The results the other launches left for the trials this one waited for (:func:`collect_waited`)."""
+        from more.harness.growth import collect_waited, save_plan
 
-        keys = [self.identities[name].config_key for name in waiting.values()]
-        priors = find_priors(self.storage, self.tracking_uri, keys, tracking=self.opts.tracking)
-        out = []
-        for d in self.decisions:
-            ident = self.identities.get(d.trial)
-            if d.action != WAIT or ident is None:
-                out.append(d)
-                continue
-            same = [p for p in priors if p.key == ident.key and p.experiment != self.store.name]
-            done = [p for p in same if p.status == FINISHED]
-            if done:
-                best = max(done, key=lambda p: p.iterations or 0)
-                out.append(Decision(d.trial, REUSE, best, f"trained by another launch meanwhile: finished at "
-                                                          f"iteration {best.iterations}"))
-            elif same:
-                out.append(Decision(d.trial, KEEP_FAILED, same[-1], f"the launch that trained it failed: "
-                                                                    f"{same[-1].error or 'no error'}"))
-            else:
-                out.append(Decision(d.trial, WAIT, None, f"{d.why}; that launch ended without a result for it: "
-                                                         f"remove {self.store.path} and launch again (its finished "
-                                                         f"trials are reused)"))
-        self.decisions = out
-        from more.harness.growth import save_plan
-
+        self.decisions = collect_waited(self.decisions, self.identities, storage=self.storage,
+                                        tracking_uri=self.tracking_uri, tracking=self.opts.tracking,
+                                        experiment=self.store.name)
         save_plan(self.store, self.decisions, self.identities)
 
     def _finish(self) -> LaunchResult:
