@@ -179,6 +179,26 @@ def _paths_on_node(configs: list[tuple[str, Any]]) -> tuple[list[str], list[str]
     return _paths_checked(configs, f"on node {ray.util.get_node_ip_address()}: ")
 
 
+def cluster_checks(spec: Any, trials: list[Any], *, cluster_config: str | None = None,
+                   timeout_s: float = CLUSTER_CHECK_TIMEOUT_S) -> Findings:
+    """Right after connecting to a cluster (``--address``), before any trial is submitted: the GPUs a trial asks for
+    against the cluster's nodes and its config's node types, then the paths where the trials will run."""
+    import ray
+
+    from more.harness.node_types import gpu_fit_line
+
+    findings = Findings()
+    if findings.check(gpu_fit_line, spec.resources, local=False, live_nodes=ray.nodes(),
+                      cluster_config=cluster_config) is None:
+        return findings  # no node can take the path check's task either
+    on_nodes = cluster_path_problems(spec, trials, timeout_s=timeout_s)
+    findings.ok += on_nodes.ok
+    findings.notes += on_nodes.notes
+    for text in on_nodes.problems:
+        findings.problem(text)
+    return findings
+
+
 def cluster_path_problems(spec: Any, trials: list[Any], *, timeout_s: float = CLUSTER_CHECK_TIMEOUT_S) -> Findings:
     """The trials' data roots, labels files and weights, checked by a small Ray task that reserves what one trial
     (or one DDP worker) reserves, so it runs on a node of the kind the trials will run on; the driver's machine may
