@@ -128,13 +128,16 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _rss_growth(samples: Path) -> tuple[float, float, int]:
-    """RSS when the first trial was done, at the end, and the trials done between."""
+    """RSS when the first trial was done, when the last one was (before the launch's end-of-run work), and the trials
+    done in between."""
     rows = [line.split(",") for line in samples.read_text().splitlines()[1:] if line.count(",") == 2]
     done = [(int(d), float(r)) for _, d, r in rows]
     started = [r for d, r in done if d >= 1]
     if not started:
         return float("nan"), float("nan"), 0
-    return started[0], done[-1][1], done[-1][0] - 1
+    final = max(d for d, _ in done)
+    last = next(r for d, r in done if d == final)
+    return started[0], last, final - 1
 
 
 def light_bench(out: Path, *, trials: int, seconds: float, profile: bool, code: str | None = None) -> None:

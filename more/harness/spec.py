@@ -220,8 +220,12 @@ def parse_spec(data: dict[str, Any], *, path: Path | None = None) -> AblationSpe
 # ----------------------------------------------------------------------------------------------- expansion
 
 
-def expand(spec: AblationSpec) -> list[Trial]:
+def expand(spec: AblationSpec, *, validate: bool = True) -> list[Trial]:
     """All trials (conditions x sweep points x seeds), each validated through :func:`load_config`.
+
+    Args:
+        validate: False lists the trials without resolving each one's config (each condition's base is still
+            resolved): for readers of an experiment that a launch of the spec validated (``status``).
 
     Raises:
         SpecError: naming the condition, the sweep point and the config error (dotted key and value).
@@ -236,7 +240,8 @@ def expand(spec: AblationSpec) -> list[Trial]:
             for seed in spec.seeds:
                 overrides = {**base_overrides, **point, "train.seed": seed}
                 name = trial_name(cname, point, seed)
-                spec.configs[name] = _resolve(spec, overrides, where if point else f"condition '{cname}'")
+                if validate:
+                    spec.configs[name] = _resolve(spec, overrides, where if point else f"condition '{cname}'")
                 trials.append(Trial(name, cname, dict(point), seed, overrides))
     names = [t.name for t in trials]
     clashes = sorted({n for n in names if names.count(n) > 1})

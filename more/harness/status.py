@@ -73,12 +73,13 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-TAIL_BYTES = 256 * 1024  # the end of metrics.jsonl that status reads (a long run's file holds thousands of records)
+TAIL_BYTES = 64 * 1024  # read from the end of metrics.jsonl at a time (a long run's file holds thousands of records)
 
 
-def _records(run_dir: Path, metric: str) -> list[dict[str, Any]]:
-    """The last records of ``metrics.jsonl``: the newest :data:`TAIL_BYTES`, read further back only until a record
-    with ``metric`` (an evaluation) is among them, so the cost does not grow with the run's length."""
+def _last_values(run_dir: Path, metric: str) -> tuple[int | None, float | None, float | None]:
+    """The last iteration, the last measured seconds per iteration and the last value of ``metric`` in
+    ``metrics.jsonl``: read from its end, further back only until a record with ``metric`` (an evaluation) is found,
+    and only the records holding them parsed, so the cost does not grow with the run's length."""
     path = run_dir / "metrics.jsonl"
     try:
         size = path.stat().st_size
@@ -91,15 +92,25 @@ def _records(run_dir: Path, metric: str) -> list[dict[str, Any]]:
                 if start == 0 or f'"{metric}"'.encode() in data:
                     break
     except OSError:
-        return []
-    lines = data.decode(errors="replace").splitlines()
-    out = []
-    for line in lines[1:] if start > 0 else lines:  # a read from the middle starts inside a record
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written right now
-    return out
+        return None, None, None
+    lines = data.splitlines()[1 if start > 0 else 0:]  # a read from the middle starts inside a record
+
+    def last(key: str | None) -> dict[str, Any] | None:
+        needle = f'"{key}"'.encode() if key else None
+        for line in reversed(lines):
+            if needle is None or needle in line:
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue  # a line being written right now
+        return None
+
+    newest, timed, evaluated = last(None), last("time/sec_per_iter"), last(metric)
+    iteration = int(newest["iter"]) if newest and isinstance(newest.get("iter"), (int, float)) else None
+    spi = timed.get("time/sec_per_iter") if timed else None
+    value = evaluated.get(metric) if evaluated else None
+    return (iteration, float(spi) if isinstance(spi, (int, float)) else None,
+            float(value) if isinstance(value, (int, float)) else None)
 
 
 def _launch_alive(storage: Path, experiment: str) -> bool:
@@ -125,13 +136,7 @@ def trial_status(trial: Trial, folder: Path, ident: TrialIdentity | None, metric
     target = ident.target_iters if ident else None
     status = TrialStatus(trial.name, NOT_STARTED, target=target)
     started = _read_json(run_dir / IDENTITY_FILE)
-    records = _records(run_dir, metric)
-    if records:
-        status.iteration = int(records[-1].get("iter", 0))
-        spi = [r["time/sec_per_iter"] for r in records if isinstance(r.get("time/sec_per_iter"), (int, float))]
-        status.sec_per_iter = float(spi[-1]) if spi else None
-        values = [r[metric] for r in records if isinstance(r.get(metric), (int, float))]
-        status.metric = float(values[-1]) if values else None
+    status.iteration, status.sec_per_iter, status.metric = _last_values(run_dir, metric)
     first = (started or {}).get("attempts", [{}])[0].get("started") if started else None
     outcome = _read_json(run_dir / OUTCOME_FILE)
     error = folder / trial.name / "error.txt"
@@ -198,7 +203,7 @@ def ablation_status(spec: AblationSpec | str | Path, *, storage: str = DEFAULT_S
     """
     if not isinstance(spec, AblationSpec):
         spec = load_spec(spec)
-    trials = expand(spec)
+    trials = expand(spec, validate=False)  # a launch validated them; status lists them (fast for 1,000 trials)
     if "://" in storage:
         raise PreflightError(f"status reads a local or mounted storage folder; {storage} is not one")
     folder = Path(resolve_storage(storage)) / f"{spec.name}-{spec_hash(spec, trials)}"

@@ -85,6 +85,7 @@ def test_light_harness_gaps_and_memory_growth_come_from_run_folders_and_samples(
     from bench_harness_light import _quantile, _rss_growth
 
     samples = tmp_path / "rss.csv"
-    samples.write_text("seconds,trials_done,rss_mb\n0.25,0,900.0\n0.5,1,1000.0\n0.75,3,1002.0\n1.0,5,1004.0\n")
+    samples.write_text("seconds,trials_done,rss_mb\n0.25,0,900.0\n0.5,1,1000.0\n0.75,3,1002.0\n1.0,5,1004.0\n"
+                       "1.25,5,1030.0\n")  # the launch's end-of-run work after the last trial is not counted
     assert _rss_growth(samples) == (1000.0, 1004.0, 4)  # 4 MB over the 4 trials after the first
     assert _quantile([0.1, 0.2, 0.3, 5.0], 0.5) == 0.3 and _quantile([0.1, 0.2, 0.3, 5.0], 0.99) == 5.0
