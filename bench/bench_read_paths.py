@@ -8,7 +8,9 @@ their real content keys, a launch run, metrics at every evaluation, and their ex
 with identity, metrics and outcome) for ``status``. ``--other-folders`` run folders of other experiments go into
 the storage too (what a reuse lookup could have to scan).
 
-Each command runs as the user runs it (``python -m more ...``), timed end to end with its peak memory (RSS).
+The dry run is of the spec grown by one seed (its earlier trials reused, the new ones looked up: a launch's usual
+planning); ``report`` and ``status`` read the spec that ran. Each command runs as the user runs it (``python -m more
+...``), timed end to end with its peak memory (RSS).
 ``--code DIR`` runs the commands from another checkout (e.g. an older commit unpacked with ``git archive``), so the
 same filled store measures before and after a change. ``--tracking-uri`` fills and reads another store (e.g.
 ``postgresql+psycopg://...`` or an ``http://`` server; ``--workers`` fills it with several threads); the default is a
@@ -43,7 +45,7 @@ EVALS = (25, 50, 75, 100)  # the iterations each trial evaluated at
 CODE = "benchcode"
 
 
-def write_spec(out: Path, values: int, seeds: int) -> Path:
+def write_spec(out: Path, values: int, seeds: int, *, file: str = "bench_read.yaml") -> Path:
     """The spec: Table 3's conditions, a sweep of ``values`` energy weights, ``seeds`` seeds, synthetic data."""
     spec = {
         "name": "bench_read", "experiment": {"config": "synthetic", "overrides": {
@@ -53,7 +55,7 @@ def write_spec(out: Path, values: int, seeds: int) -> Path:
     }
     if values > 1:
         spec["sweeps"] = {"loss.energy_weight": [round(0.01 * (i + 1), 4) for i in range(values)]}
-    path = out / "bench_read.yaml"
+    path = out / file
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -217,6 +219,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         write_spec(out, args.values, args.seeds)
+        write_spec(out, args.values, args.seeds + 1, file="bench_read_grown.yaml")
         # in a child process: this one stays small, so its forked commands' peak RSS is their own
         subprocess.run([sys.executable, __file__, "--fill-only", *sys.argv[1:]], check=True, cwd=ROOT)
     spec_path = out / "bench_read.yaml"
@@ -227,7 +230,8 @@ def main() -> None:
     more = [sys.executable, "-m", "more"]
     where = ["--storage", str(storage)]
     commands = {
-        "ablate --dry-run": [*more, "ablate", str(spec_path), "--dry-run", *where, "--tracking-uri", uri],
+        "ablate --dry-run": [*more, "ablate", str(out / "bench_read_grown.yaml"), "--dry-run", *where,
+                             "--tracking-uri", uri],
         "report": [*more, "report", str(spec_path), *where, "--tracking-uri", uri, "--no-log", "--out",
                    str(out / "report")],
         "report --checkpoint best:val": [*more, "report", str(spec_path), *where, "--tracking-uri", uri, "--no-log",

@@ -49,12 +49,27 @@ def make_plan(spec: AblationSpec, trials: list[Trial], *, storage: str, experime
               retry_failed: bool = True) -> tuple[list[Decision], dict[str, TrialIdentity]]:
     """Decisions for the spec's trials from every earlier result but those of ``experiment`` itself."""
     identities = spec_identities(spec, trials)
-    keys = [ident.config_key for ident in identities.values()]
-    priors = [] if rerun else [p for p in find_priors(storage, tracking_uri, keys, tracking=tracking)
-                               if p.experiment != experiment]
+    priors = [] if rerun else earlier_results(identities, storage=storage, tracking_uri=tracking_uri,
+                                              tracking=tracking, experiment=experiment)
     decisions = plan([t.name for t in trials], identities, priors, rerun=rerun, across_commits=across_commits,
                      retry_failed=retry_failed)
     return decisions, identities
+
+
+def earlier_results(identities: dict[str, TrialIdentity], *, storage: str, tracking_uri: str | None,
+                    tracking: bool, experiment: str) -> list[Prior]:
+    """The earlier results of the trials' config keys, outside ``experiment``: the storage's first (an index
+    lookup), then MLflow for the keys the storage does not already answer with a complete result at the same code
+    (each MLflow lookup is a tag search, so a grown spec whose trials ran in this storage costs none)."""
+    from more.harness.reuse import local_priors, merge_priors, mlflow_priors
+
+    keys = list(dict.fromkeys(ident.config_key for ident in identities.values()))
+    local = [p for p in local_priors(storage, keys) if p.experiment != experiment]
+    done = {p.key: p for p in local if p.status == PRIOR_FINISHED}
+    settled = {ident.config_key for ident in identities.values() if (p := done.get(ident.key)) is not None
+               and ((p.iterations or 0) >= ident.target_iters or p.stopped_early)}
+    tracked = mlflow_priors(tracking_uri, [k for k in keys if k not in settled]) if tracking else []
+    return merge_priors(local, [p for p in tracked if p.experiment != experiment])
 
 
 def save_plan(store: Any, decisions: list[Decision], identities: dict[str, TrialIdentity]) -> None:

@@ -7,7 +7,8 @@ the config keys of the spec's trials (so the cost of a lookup follows the spec, 
   (:mod:`more.harness.results_index`), each holding ``identity.json`` (written by the trainable when it starts) and
   ``outcome.json`` (written by the driver once Tune has the trial's final state);
 - the MLflow store: the trial runs tagged ``more.config_key`` with one of those keys, one tag-filtered search per key
-  (MLflow's filter has no ``IN`` for tags), several at a time; FINISHED without ``more.error``, or FAILED.
+  (MLflow's filter has no ``IN`` for tags; several at a time on a tracking server), for the keys the storage has
+  no complete result of (:func:`more.harness.growth.earlier_results`); FINISHED without ``more.error``, or FAILED.
 
 :func:`plan` gives each trial one action: ``reuse`` (a finished result at the same key and at least the asked
 iterations, or one that the spec's scheduler or stop rule ended early: that is its result), ``continue`` (finished
@@ -165,7 +166,9 @@ def mlflow_priors(tracking_uri: str | None, config_keys: list[str]) -> list[Prio
         ids = _experiment_ids(client)
         if not ids:
             return []
-        with ThreadPoolExecutor(max_workers=min(MLFLOW_LOOKUPS, len(keys))) as pool:
+        # a tracking server answers several searches at once; a database read in this process is bound by its GIL
+        workers = 1 if db is not None else min(MLFLOW_LOOKUPS, len(keys))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             runs = [run for found in pool.map(lambda key: _trial_runs_of(client, ids, key), keys) for run in found]
     except Exception as exc:  # noqa: BLE001 -- an unreadable store only means fewer matches
         print(f"note: MLflow not searched for earlier results: {type(exc).__name__}: {exc}")

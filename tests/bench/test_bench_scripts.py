@@ -75,7 +75,7 @@ def test_read_paths_bench_fills_a_store_and_times_every_read(tmp_path):
     assert all(line.rstrip().endswith("| 0 |") for line in rows.values()), out  # every command exited 0
     assert "15 trials in the spec" in out
     dry = (tmp_path / "b" / "ablate-0.log").read_text()
-    assert "15 to run, 0 reused" in dry  # its own experiment's trials are not earlier results
+    assert "5 to run, 15 reused" in dry  # the spec grown by a seed: its 15 trials that ran are reused
     report = (tmp_path / "b" / "report-0.log").read_text()
     assert "15 trials from MLflow" in report
 
