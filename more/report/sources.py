@@ -63,7 +63,7 @@ def read_spec(path: str | Path) -> SpecInfo:
 
     try:
         spec = load_spec(path)
-        trials = expand(spec)
+        trials = expand(spec, validate=False)  # names, conditions and the hash: no config needs resolving
     except SpecError as exc:
         data = read_spec_yaml(Path(path).read_text(), where=str(path))
         _paper(data.get("paper"), lambda text: SpecError(f"{path}: {text}"))  # the report computes with it
