@@ -11,6 +11,8 @@ anywhere in the spec fails early with the condition, the sweep point and the dot
 
 from __future__ import annotations
 
+import collections
+import copy
 import hashlib
 import itertools
 import json
@@ -237,14 +239,20 @@ def expand(spec: AblationSpec, *, validate: bool = True) -> list[Trial]:
         base = _resolve(spec, base_overrides, f"condition '{cname}'")
         for point in sweep_points(spec, base):
             where = f"condition '{cname}', sweep point {point}"
+            resolved = None
             for seed in spec.seeds:
                 overrides = {**base_overrides, **point, "train.seed": seed}
                 name = trial_name(cname, point, seed)
-                if validate:
-                    spec.configs[name] = _resolve(spec, overrides, where if point else f"condition '{cname}'")
+                if validate and resolved is None:
+                    resolved = spec.configs[name] = _resolve(spec, overrides, where if point else
+                                                             f"condition '{cname}'")
+                elif validate:
+                    # the seeds of a point differ in train.seed alone: a copy costs a fraction of a resolution
+                    spec.configs[name] = copy.deepcopy(resolved)
+                    spec.configs[name].train.seed = seed
                 trials.append(Trial(name, cname, dict(point), seed, overrides))
-    names = [t.name for t in trials]
-    clashes = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(t.name for t in trials)
+    clashes = sorted(n for n, c in counts.items() if c > 1)
     if clashes:
         raise SpecError(f"trial names collide after making them filesystem safe: {', '.join(clashes)}")
     return trials
