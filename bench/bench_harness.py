@@ -15,7 +15,14 @@ local Ray with MLflow tracking into a private sqlite store:
 The data set is generated before the first launch, so that no launch pays for it. Everything is written under
 ``--out`` (default ``work/bench_harness``), including ``harness.md`` with the table printed at the end.
 
+``--light`` measures the harness alone instead: each launch goes through :func:`more.harness.launch` in a fresh
+Python process (as ``ablate`` does), with the real trial adapter, tracking and Tune around ``bench/light_trainer.py``
+(it sleeps instead of training): the fixed cost of a launch of one trial, the gap between trials on one slot over
+``--light-trials`` trials (p50, p99), and the driver's memory against the trials done. ``--profile`` also writes a
+pyinstrument profile of each light launch's driver (pyinstrument on PYTHONPATH; not a project dependency).
+
 Usage: python bench/bench_harness.py [--iters 60] [--trials 2] [--short-trials 6] [--short-iters 2]
+       python bench/bench_harness.py --light [--light-trials 60] [--light-seconds 0.2] [--profile]
 """
 
 from __future__ import annotations
@@ -121,13 +128,29 @@ def launch(out: Path, name: str, iters: int, seeds: list[int], concurrent: int, 
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--light-launch":
+        from bench_harness_light import light_launch
+
+        light_launch(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=60, help="iterations of each equal trial (launches 1 and 2)")
     parser.add_argument("--trials", type=int, default=2, help="N: equal trials on N slots (launch 2)")
     parser.add_argument("--short-trials", type=int, default=6, help="K: short trials one at a time (launch 3)")
     parser.add_argument("--short-iters", type=int, default=2, help="iterations of each short trial")
     parser.add_argument("--out", default=str(ROOT / "work" / "bench_harness"), help="output folder")
+    parser.add_argument("--light", action="store_true", help="the harness alone, around a trainer that sleeps")
+    parser.add_argument("--light-trials", type=int, default=60, help="trials one at a time (--light)")
+    parser.add_argument("--light-seconds", type=float, default=0.2, help="each light trial's length (--light)")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument profiles of the light launches")
+    parser.add_argument("--code", help="run the light launches from this checkout (PYTHONPATH), e.g. an older commit")
     args = parser.parse_args()
+    if args.light:
+        from bench_harness_light import light_bench
+
+        light_bench(Path(args.out).resolve(), trials=args.light_trials, seconds=args.light_seconds,
+                    profile=args.profile, code=args.code)
+        return
     if args.short_trials < 2 or args.trials < 1 or args.iters < 1 or args.short_iters < 1:
         parser.error("--short-trials must be at least 2 (it measures gaps between trials); the others at least 1")
     out = Path(args.out).resolve()

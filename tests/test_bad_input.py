@@ -485,3 +485,62 @@ def test_an_os_error_on_a_named_path_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(command, "run", denied)
     assert main(["config", "show", "synthetic"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'x.yaml'}: Permission denied\n"
+
+
+# ------------------------------------------------------------- issue 18 item 3: the harness's members (i21api)
+# Same conditions as the table above; kept in their own block. Specs whose rows resolve to the same config (every
+# way a spec can produce one), GPUs per trial beyond any node, a report of a spec that never ran, a report --out
+# holding the user's files.
+
+
+def _cluster_config(d: Path, gpus: int) -> str:
+    """A Ray cluster config with a CPU head and one GPU worker type of ``gpus`` GPUs (declared)."""
+    path = d / "cluster.yaml"
+    path.write_text(f"cluster_name: x\navailable_node_types:\n  head: {{resources: {{}}, node_config: "
+                    f"{{InstanceType: m5.2xlarge}}}}\n  gpu: {{resources: {{GPU: {gpus}}}, node_config: {{}}}}\n")
+    return str(path)
+
+
+def _user_folder(d: Path) -> str:
+    (d / "mine").mkdir()
+    (d / "mine" / "thesis.tex").write_text("my own file\n")
+    return str(d / "mine")
+
+
+SAME = "resolve to the same config"
+HARNESS_CASES = [
+    Case("accept", "ablate-two-conditions-same-config",
+         lambda d, a: ["ablate", spec(d, a, conditions={"a": {"lir.cre_weight": 0.1}, "b": {"lir.cre_weight": 0.1}}),
+                       "--dry-run"], SAME),
+    Case("accept", "ablate-two-conditions-same-config-launch",
+         lambda d, a: ["ablate", spec(d, a, conditions={"a": {"lir.cre_weight": 0.1}, "b": {"lir.cre_weight": 0.1}}),
+                       "--no-tracking"], SAME),
+    Case("accept", "ablate-condition-equals-the-base",
+         lambda d, a: ["ablate", spec(d, a, conditions={"more": {}, "same": {"lir.cre_weight": 0.2}}), "--dry-run"],
+         SAME),
+    Case("accept", "ablate-sweep-values-equal-after-typing",
+         lambda d, a: ["ablate", spec(d, a, sweeps={"loss.energy_weight": [1, 1.0]}), "--dry-run"], SAME),
+    Case("accept", "ablate-condition-and-sweep-point-meet",
+         lambda d, a: ["ablate", spec(d, a, conditions={"more": {}, "wo_gcr": {"gcr.enabled": False}},
+                                      sweeps={"gcr.enabled": [False]}), "--dry-run"], SAME),
+    Case("accept", "ablate-dry-run-gpus-beyond-any-node",
+         lambda d, a: ["ablate", spec(d, a, resources={"cpus": 1, "gpus": 64, "workers": 1}), "--dry-run"],
+         "more than any node can have"),
+    Case("accept", "ablate-dry-run-ddp-workers-beyond-the-cluster",
+         lambda d, a: ["ablate", spec(d, a, resources={"cpus": 1, "gpus": 64}), "--dry-run"],
+         "more than the cluster of"),
+    Case("accept", "ablate-dry-run-gpus-beyond-the-cluster-config",
+         lambda d, a: ["ablate", spec(d, a, resources={"cpus": 1, "gpus": 2, "workers": 1}), "--dry-run",
+                       "--cluster-config", _cluster_config(d, 1)], "node types of"),
+    Case("name", "report-spec-never-ran-no-store",
+         lambda d, a: ["report", spec(d, a), "--storage", folder(d, "storage"), "--no-log",
+                       "--tracking-uri", f"sqlite:///{d}/absent.db", "--out", str(d / "report")], "has no trials yet"),
+    Case("touch", "report-out-holds-user-files",
+         lambda d, a: [*results_with_classes(d, a, _user_folder(d))], "holds files more did not create"),
+]
+
+
+@pytest.mark.parametrize("case", HARNESS_CASES, ids=[c.name for c in HARNESS_CASES])
+def test_harness_bad_input_stops_with_one_line(case: Case, assets: Assets, tmp_path: Path, no_ray: list[str],
+                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    test_bad_input_stops_with_one_line(case, assets, tmp_path, no_ray, monkeypatch, capsys)

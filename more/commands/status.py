@@ -1,19 +1,18 @@
 """``python -m more status SPEC``: where an ablation stands, also from another shell while it runs.
 
-Every trial with its state (done / reused / running / pending / failed with its error / stopped), iteration and
-last metric, elapsed time and ETA from its measured seconds per iteration, and the GPU-hours spent and remaining.
-It reads the experiment folder only (:mod:`more.harness.status`): no Ray, no MLflow, never the trainer.
-``--watch`` redraws every few seconds until the launch has ended (or Ctrl-C).
+Every trial with its state (done / reused / running / pending / waiting / failed with its error / stopped),
+iteration and last metric, elapsed time and ETA from its measured seconds per iteration, and the GPU-hours spent and
+remaining. Argument parsing and printing around :func:`more.harness.status.ablation_status`, which reads the
+experiment folder only: no Ray, no MLflow, never the trainer. ``--watch`` redraws every few seconds until the
+launch has ended (or Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
-from more.commands.ablate import DEFAULT_STORAGE, resolve_storage
-from more.harness.spec import expand, load_spec, spec_hash
+from more.harness.checks import DEFAULT_STORAGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,22 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from more.harness.status import experiment_status, status_text
+    from more.harness.spec import load_spec
+    from more.harness.status import ablation_status, status_text
 
     spec = load_spec(args.spec)  # SpecError -> "spec error: ..." and exit 2 (more.__main__)
-    trials = expand(spec)
-    if "://" in args.storage:
-        print(f"status reads a local or mounted storage folder; {args.storage} is not one", file=sys.stderr)
-        return 2
-    folder = Path(resolve_storage(args.storage)) / f"{spec.name}-{spec_hash(spec, trials)}"
-    if not folder.is_dir():
-        print(f"no experiment of this spec at {folder} (not launched yet, or launched with another --storage)",
-              file=sys.stderr)
-        return 2
     while True:
-        status = experiment_status(spec, trials, folder)
+        status = ablation_status(spec, storage=args.storage)  # PreflightError -> "error: ..." and exit 2
         text = status_text(spec, status)
         if args.watch:
             print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + text, end="", flush=True)

@@ -3,15 +3,16 @@
 A launch claims every trial it is about to run by creating ``<storage>/.claims/<key>.json`` with ``O_CREAT |
 O_EXCL`` (the file names its owner: host, pid, experiment, trial). Creation is atomic on a local filesystem and on
 NFS v3 and later (the server checks existence and creates in one operation), so exactly one launch gets each claim.
-A trial whose claim another live launch holds is left to that launch. The owner refreshes its claims' modification
-time every :data:`HEARTBEAT_S` while it runs and removes them when it ends.
+A trial whose claim another live launch holds is left to that launch: this launch trains the rest, then waits until
+those claims are released (:func:`wait_released`) and reports the results the other launch left. The owner
+refreshes its claims' modification time every :data:`HEARTBEAT_S` while it runs and removes them when it ends.
 
 Stale claims are taken over: one whose owner is on this host and no longer exists, or one not refreshed for
 :data:`STALE_S` (an owner on another host that died). Taking over renames the stale file away first (``rename`` is
 atomic), so two launches that both saw it stale still race through ``O_EXCL``.
 
-Object stores (``s3://``, ``gs://``) have no exclusive create: there claims are refused with a warning, and two
-launches sharing trials there may both run them (:func:`supported`).
+Object stores (``s3://``, ``gs://``) have no exclusive create: there no claims are made (a warning says so), and
+two launches sharing trials there may both train them; each then reports its own result (:func:`supported`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,25 @@ class ClaimSet:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self.release()
+
+
+def wait_released(claims: ClaimSet, keys: dict[str, str], *, poll_s: float = 10.0, report_s: float = 300.0,
+                  say: Any = print) -> None:
+    """Wait until no live launch holds a claim on any of ``keys`` ({content key: trial name}): each is released
+    (its owner ended) or stale (its owner is gone). Says which trials it waits for, again every ``report_s``."""
+    waiting = dict(keys)
+    last = 0.0
+    while True:
+        holders = {key: owner for key in waiting if (owner := claims.holder(key)) is not None}
+        waiting = {key: waiting[key] for key in holders}
+        if not waiting:
+            return
+        if time.monotonic() - last >= report_s:
+            last = time.monotonic()
+            names = ", ".join(f"{name} ({owner_text(holders[key])})" for key, name in waiting.items())
+            say(f"waiting for {len(waiting)} trial{'s' if len(waiting) > 1 else ''} another launch is training: "
+                f"{names}")
+        time.sleep(poll_s)
 
 
 def owner_text(owner: dict[str, Any]) -> str:

@@ -1,16 +1,21 @@
 """Reuse on launch: find earlier results of a spec's trials by content key, and decide what still has to run.
 
-Earlier results come from two places, both searched whatever spec or experiment folder produced them:
+Earlier results come from two places, both searched whatever spec or experiment folder produced them, and only for
+the config keys of the spec's trials (so the cost of a lookup follows the spec, not the history of the store):
 
-- the storage: every ``<storage>/<experiment>/<trial>/run/`` holding ``identity.json`` (written by the trainable
-  when it starts) and ``outcome.json`` (written by the driver once Tune has the trial's final state);
-- the MLflow store: every trial run tagged ``more.content_key`` (FINISHED without ``more.error``, or FAILED).
+- the storage: the ``<storage>/<experiment>/<trial>/run/`` folders indexed under those keys
+  (:mod:`more.harness.results_index`), each holding ``identity.json`` (written by the trainable when it starts) and
+  ``outcome.json`` (written by the driver once Tune has the trial's final state);
+- the MLflow store: the trial runs tagged ``more.config_key`` with one of those keys, one tag-filtered search per key
+  (MLflow's filter has no ``IN`` for tags; several at a time on a tracking server), for the keys the storage has
+  no complete result of (:func:`more.harness.growth.earlier_results`); FINISHED without ``more.error``, or FAILED.
 
 :func:`plan` gives each trial one action: ``reuse`` (a finished result at the same key and at least the asked
-iterations), ``continue`` (finished at fewer iterations with a checkpoint left: train on from it), ``run``, or
-``failed`` (an earlier attempt failed and ``--no-retry-failed`` keeps that outcome). A failed or diverged result
-is never reused as a result. The plan is written to the experiment folder (``plan.json``) so ``--resume``,
-``status`` and the results table see the same decisions.
+iterations, or one that the spec's scheduler or stop rule ended early: that is its result), ``continue`` (finished
+at fewer iterations with a checkpoint left: train on from it), ``run``, or ``failed`` (an earlier attempt failed
+and ``--no-retry-failed`` keeps that outcome). A failed or diverged result is never reused as a result. A launch
+marks ``wait`` the trials another live launch is training (:mod:`more.harness.claims`). The plan is written to the
+experiment folder (``plan.json``) so ``--resume``, ``status`` and the results table see the same decisions.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from more.harness.identity import IDENTITY_FILE, TrialIdentity
 
 OUTCOME_FILE = "outcome.json"
 PLAN_FILE = "plan.json"
-RUN, REUSE, CONTINUE, KEEP_FAILED = "run", "reuse", "continue", "failed"
+RUN, REUSE, CONTINUE, KEEP_FAILED, WAIT = "run", "reuse", "continue", "failed", "wait"
 FINISHED, FAILED = "FINISHED", "FAILED"
+STOPPED_EARLY_TAG = "more.stopped_early"  # on a trial run the scheduler or a stop rule ended before its last iteration
+MLFLOW_LOOKUPS = 8  # tag-filtered searches in flight at once
 
 
 @dataclass
@@ -42,6 +49,8 @@ class Prior:
         run_dir: its run folder ("" when known only from MLflow); ``run_id``: its MLflow run ("" when untracked).
         checkpoint: its newest checkpoint folder ("" when none is left).
         error: why it failed.
+        stopped_early: what ended it before its last iteration ("scheduler" or "stop rule"; "" when it ran to its
+            end): such a result is complete at the iterations it has.
     """
 
     key: str
@@ -56,6 +65,7 @@ class Prior:
     run_id: str = ""
     checkpoint: str = ""
     error: str = ""
+    stopped_early: str = ""
 
     @property
     def origin(self) -> str:
@@ -66,7 +76,7 @@ class Prior:
 @dataclass
 class Decision:
     trial: str
-    action: str  # run | reuse | continue | failed
+    action: str  # run | reuse | continue | failed | wait
     prior: Prior | None = None
     why: str = ""
 
@@ -86,32 +96,65 @@ def newest_checkpoint(run_dir: str | os.PathLike) -> str:
     return str(done[-1]) if done else ""
 
 
-def local_priors(storage: str) -> list[Prior]:
-    """Results recorded in a local storage folder (remote storage is searched through MLflow only)."""
+def prior_from_run_dir(run_dir: Path) -> Prior | None:
+    """The result recorded in a run folder (``identity.json`` + ``outcome.json``), else None."""
+    try:
+        ident = json.loads((run_dir / IDENTITY_FILE).read_text())
+        result = json.loads((run_dir / OUTCOME_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # not ended (or its driver died before recording it): never a result
+    return Prior(
+        key=ident.get("key", ""), config_key=ident.get("config_key", ""), code=ident.get("code", ""),
+        status=result.get("status", FAILED), iterations=result.get("iterations"),
+        metrics=_numbers(result.get("metrics") or {}), experiment=run_dir.parent.parent.name,
+        trial=run_dir.parent.name, run_dir=str(run_dir), run_id=result.get("run_id", ""),
+        checkpoint=newest_checkpoint(run_dir), error=result.get("error", ""),
+        stopped_early=result.get("stopped_early", ""),
+    )
+
+
+def local_priors(storage: str, config_keys: list[str] | None = None) -> list[Prior]:
+    """Results recorded in a local storage folder (remote storage is searched through MLflow only): those of
+    ``config_keys`` through the index, or (None) every run folder."""
     if "://" in storage or not Path(storage).is_dir():
         return []
-    out = []
-    for ident_file in sorted(Path(storage).glob(f"*/*/run/{IDENTITY_FILE}")):
-        run_dir = ident_file.parent
-        outcome = run_dir / OUTCOME_FILE
-        if not outcome.is_file():
-            continue  # not ended (or its driver died before recording it): never a result
-        try:
-            ident, result = json.loads(ident_file.read_text()), json.loads(outcome.read_text())
-        except (OSError, ValueError):
-            continue
-        out.append(Prior(
-            key=ident.get("key", ""), config_key=ident.get("config_key", ""), code=ident.get("code", ""),
-            status=result.get("status", FAILED), iterations=result.get("iterations"),
-            metrics=_numbers(result.get("metrics") or {}), experiment=run_dir.parent.parent.name,
-            trial=run_dir.parent.name, run_dir=str(run_dir), run_id=result.get("run_id", ""),
-            checkpoint=newest_checkpoint(run_dir), error=result.get("error", ""),
-        ))
-    return out
+    if config_keys is None:
+        run_dirs = sorted(p.parent for p in Path(storage).glob(f"*/*/run/{IDENTITY_FILE}"))
+    else:
+        from more.harness.results_index import run_dirs as indexed
+
+        run_dirs = indexed(storage, config_keys, identity_file=IDENTITY_FILE, outcome_file=OUTCOME_FILE)
+    return [p for p in map(prior_from_run_dir, run_dirs) if p is not None]
 
 
-def mlflow_priors(tracking_uri: str | None) -> list[Prior]:
-    """Trial runs tagged with a content key in any experiment of the store; [] when it cannot be read."""
+def _trial_runs_of(client: Any, experiment_ids: list[str], config_key: str) -> list[Any]:
+    where = f"tags.`more.config_key` = '{config_key}'"
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=where, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _experiment_ids(client: Any) -> list[str]:
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def mlflow_priors(tracking_uri: str | None, config_keys: list[str]) -> list[Prior]:
+    """Trial runs tagged with one of ``config_keys`` in any experiment of the store; [] when it cannot be read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [k for k in dict.fromkeys(config_keys) if k and "'" not in k]
+    if not keys:
+        return []
     try:
         from more.tracking.store import make_client, resolve_tracking_uri, sqlite_path
 
@@ -120,22 +163,21 @@ def mlflow_priors(tracking_uri: str | None) -> list[Prior]:
         if db is not None and not db.is_file():
             return []  # reading must not create a store
         client = make_client(uri)
-        ids = [e.experiment_id for e in client.search_experiments()]
-        runs, token = [], None
-        while ids:
-            page = client.search_runs(ids, filter_string="tags.`more.kind` = 'trial'", max_results=1000,
-                                      page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        ids = _experiment_ids(client)
+        if not ids:
+            return []
+        # a tracking server answers several searches at once; a database read in this process is bound by its GIL
+        workers = 1 if db is not None else min(MLFLOW_LOOKUPS, len(keys))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            runs = [run for found in pool.map(lambda key: _trial_runs_of(client, ids, key), keys) for run in found]
     except Exception as exc:  # noqa: BLE001 -- an unreadable store only means fewer matches
         print(f"note: MLflow not searched for earlier results: {type(exc).__name__}: {exc}")
         return []
     out = []
     for run in runs:
         tags = run.data.tags
-        if not tags.get("more.content_key") or run.info.status not in ("FINISHED", "FAILED"):
+        if tags.get("more.kind") != "trial" or not tags.get("more.content_key") \
+                or run.info.status not in ("FINISHED", "FAILED"):
             continue
         failed = run.info.status == "FAILED" or "more.error" in tags
         run_dir = tags.get("more.run_dir", "")
@@ -145,7 +187,7 @@ def mlflow_priors(tracking_uri: str | None) -> list[Prior]:
             metrics=dict(run.data.metrics), experiment=tags.get("more.experiment_folder", ""),
             trial=run.info.run_name or "", run_dir=run_dir if run_dir and Path(run_dir).is_dir() else "",
             run_id=run.info.run_id, checkpoint=newest_checkpoint(run_dir) if run_dir else "",
-            error=tags.get("more.error", "")[:300],
+            error=tags.get("more.error", "")[:300], stopped_early=tags.get(STOPPED_EARLY_TAG, ""),
         ))
     return out
 
@@ -163,8 +205,11 @@ def merge_priors(local: list[Prior], tracked: list[Prior]) -> list[Prior]:
     return local + extra
 
 
-def find_priors(storage: str, tracking_uri: str | None, *, tracking: bool = True) -> list[Prior]:
-    return merge_priors(local_priors(storage), mlflow_priors(tracking_uri) if tracking else [])
+def find_priors(storage: str, tracking_uri: str | None, config_keys: list[str], *,
+                tracking: bool = True) -> list[Prior]:
+    """Earlier results of ``config_keys`` in the storage and (with ``tracking``) the MLflow store."""
+    return merge_priors(local_priors(storage, config_keys),
+                        mlflow_priors(tracking_uri, config_keys) if tracking else [])
 
 
 # ------------------------------------------------------------------------------------------------ deciding
@@ -183,11 +228,14 @@ def plan(names: list[str], identities: dict[str, TrialIdentity], priors: list[Pr
         if across_commits:
             same += [p for p in priors if p.config_key == ident.config_key and p.key != ident.key]
         done = [p for p in same if p.status == FINISHED]
-        full = [p for p in done if (p.iterations or 0) >= ident.target_iters]
+        full = [p for p in done if (p.iterations or 0) >= ident.target_iters or p.stopped_early]
         if full:
             # the same code first, then the one that ran longest; a tie keeps the first found
             best = max(full, key=lambda p: (p.key == ident.key, p.iterations or 0))
-            out.append(Decision(name, REUSE, best, f"finished at iteration {best.iterations}"))
+            why = f"finished at iteration {best.iterations}"
+            if best.stopped_early and (best.iterations or 0) < ident.target_iters:
+                why += f" (stopped early by the {best.stopped_early}: its complete result)"
+            out.append(Decision(name, REUSE, best, why))
             continue
         resumable = [p for p in done if p.checkpoint]
         if resumable:
@@ -208,12 +256,14 @@ def plan(names: list[str], identities: dict[str, TrialIdentity], priors: list[Pr
 
 
 def summary_line(decisions: list[Decision]) -> str:
-    n = {a: sum(1 for d in decisions if d.action == a) for a in (RUN, REUSE, CONTINUE, KEEP_FAILED)}
+    n = {a: sum(1 for d in decisions if d.action == a) for a in (RUN, REUSE, CONTINUE, KEEP_FAILED, WAIT)}
     text = f"{n[RUN] + n[CONTINUE]} to run, {n[REUSE]} reused"
     if n[CONTINUE]:
         text += f" ({n[CONTINUE]} of those to run continue an earlier result from its checkpoint)"
     if n[KEEP_FAILED]:
         text += f", {n[KEEP_FAILED]} kept as failed (--no-retry-failed)"
+    if n[WAIT]:
+        text += f", {n[WAIT]} being trained by another launch (waited for, then reported)"
     return text
 
 

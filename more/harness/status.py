@@ -6,7 +6,10 @@ measured seconds per iteration and the evaluations; ``outcome.json``: the end th
 ``error.txt`` beside it, and the launch's claim files (is the launch that trains a trial still alive?).
 
 States: ``done``, ``reused``, ``running``, ``pending`` (the launch is alive but has not started it), ``failed``
-(with the error), ``stopped`` (started, unfinished, no live launch: ``--resume`` continues it), ``not started``.
+(with the error), ``stopped`` (started, unfinished, no live launch: ``--resume`` continues it), ``not started``, and
+``waiting`` (another launch trains it; this one reports its result when it ends).
+
+:func:`ablation_status` is the library call behind ``python -m more status`` (:func:`status_text` its table).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from more.harness.checks import DEFAULT_STORAGE, resolve_storage
 from more.harness.claims import CLAIMS_DIR, ClaimSet
 from more.harness.identity import IDENTITY_FILE, TrialIdentity
-from more.harness.reuse import CONTINUE, KEEP_FAILED, OUTCOME_FILE, PLAN_FILE, REUSE, read_plan
-from more.harness.spec import AblationSpec, Trial
+from more.harness.reuse import CONTINUE, KEEP_FAILED, OUTCOME_FILE, PLAN_FILE, REUSE, WAIT, read_plan
+from more.harness.spec import AblationSpec, Trial, expand, load_spec, spec_hash
+from more.preflight import PreflightError
 
-DONE, REUSED, RUNNING, PENDING, FAILED, STOPPED, NOT_STARTED = (
-    "done", "reused", "running", "pending", "failed", "stopped", "not started")
+DONE, REUSED, RUNNING, PENDING, FAILED, STOPPED, NOT_STARTED, WAITING = (
+    "done", "reused", "running", "pending", "failed", "stopped", "not started", "waiting")
 
 
 @dataclass
@@ -42,6 +47,8 @@ class TrialStatus:
 
 @dataclass
 class ExperimentStatus:
+    """Where an ablation stands: every trial's :class:`TrialStatus`, and whether its launch is alive."""
+
     path: str
     trials: list[TrialStatus]
     gpus_per_trial: float
@@ -53,7 +60,7 @@ class ExperimentStatus:
 
     @property
     def gpu_hours_left(self) -> float | None:
-        left = [t.eta_s for t in self.trials if t.state in (RUNNING, PENDING, STOPPED, NOT_STARTED)]
+        left = [t.eta_s for t in self.trials if t.state in (RUNNING, PENDING, STOPPED, NOT_STARTED, WAITING)]
         if any(x is None for x in left):
             return None
         return sum(left) * self.gpus_per_trial / 3600
@@ -66,18 +73,44 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _records(run_dir: Path) -> list[dict[str, Any]]:
+TAIL_BYTES = 64 * 1024  # read from the end of metrics.jsonl at a time (a long run's file holds thousands of records)
+
+
+def _last_values(run_dir: Path, metric: str) -> tuple[int | None, float | None, float | None]:
+    """The last iteration, the last measured seconds per iteration and the last value of ``metric`` in
+    ``metrics.jsonl``: read from its end, further back only until a record with ``metric`` (an evaluation) is found,
+    and only the records holding them parsed, so the cost does not grow with the run's length."""
+    path = run_dir / "metrics.jsonl"
     try:
-        text = (run_dir / "metrics.jsonl").read_text()
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            start = size
+            while True:
+                start = max(0, start - TAIL_BYTES)
+                fh.seek(start)
+                data = fh.read(size - start)
+                if start == 0 or f'"{metric}"'.encode() in data:
+                    break
     except OSError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written right now
-    return out
+        return None, None, None
+    lines = data.splitlines()[1 if start > 0 else 0:]  # a read from the middle starts inside a record
+
+    def last(key: str | None) -> dict[str, Any] | None:
+        needle = f'"{key}"'.encode() if key else None
+        for line in reversed(lines):
+            if needle is None or needle in line:
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue  # a line being written right now
+        return None
+
+    newest, timed, evaluated = last(None), last("time/sec_per_iter"), last(metric)
+    iteration = int(newest["iter"]) if newest and isinstance(newest.get("iter"), (int, float)) else None
+    spi = timed.get("time/sec_per_iter") if timed else None
+    value = evaluated.get(metric) if evaluated else None
+    return (iteration, float(spi) if isinstance(spi, (int, float)) else None,
+            float(value) if isinstance(value, (int, float)) else None)
 
 
 def _launch_alive(storage: Path, experiment: str) -> bool:
@@ -103,13 +136,7 @@ def trial_status(trial: Trial, folder: Path, ident: TrialIdentity | None, metric
     target = ident.target_iters if ident else None
     status = TrialStatus(trial.name, NOT_STARTED, target=target)
     started = _read_json(run_dir / IDENTITY_FILE)
-    records = _records(run_dir)
-    if records:
-        status.iteration = int(records[-1].get("iter", 0))
-        spi = [r["time/sec_per_iter"] for r in records if isinstance(r.get("time/sec_per_iter"), (int, float))]
-        status.sec_per_iter = float(spi[-1]) if spi else None
-        values = [r[metric] for r in records if isinstance(r.get(metric), (int, float))]
-        status.metric = float(values[-1]) if values else None
+    status.iteration, status.sec_per_iter, status.metric = _last_values(run_dir, metric)
     first = (started or {}).get("attempts", [{}])[0].get("started") if started else None
     outcome = _read_json(run_dir / OUTCOME_FILE)
     error = folder / trial.name / "error.txt"
@@ -146,6 +173,10 @@ def experiment_status(spec: AblationSpec, trials: list[Trial], folder: str | Pat
     out = []
     for t in trials:
         d = chosen.get(t.name)
+        if d is not None and d.action == WAIT:
+            ident = identities.get(t.name)
+            out.append(TrialStatus(t.name, WAITING, target=ident.target_iters if ident else None, note=d.why[:200]))
+            continue
         if d is not None and d.action in (REUSE, KEEP_FAILED) and d.prior is not None:
             value = d.prior.metrics.get(spec.metric)
             out.append(TrialStatus(t.name, REUSED if d.action == REUSE else FAILED, d.prior.iterations,
@@ -159,9 +190,27 @@ def experiment_status(spec: AblationSpec, trials: list[Trial], folder: str | Pat
     measured = [s.sec_per_iter for s in out if s.sec_per_iter]
     mean_spi = sum(measured) / len(measured) if measured else None
     for s in out:
-        if s.state in (PENDING, NOT_STARTED) and s.target and mean_spi is not None:
+        if s.state in (PENDING, NOT_STARTED, WAITING) and s.target and mean_spi is not None:
             s.eta_s = s.target * mean_spi  # not measured yet: the mean pace of the trials that are
     return ExperimentStatus(str(folder), out, spec.resources.gpus, alive)
+
+
+def ablation_status(spec: AblationSpec | str | Path, *, storage: str = DEFAULT_STORAGE) -> ExperimentStatus:
+    """Where the experiment of ``spec`` in ``storage`` stands, from its folder alone (no Ray, no MLflow).
+
+    Raises:
+        PreflightError: the storage is not a local or mounted folder, or holds no experiment of this spec.
+    """
+    if not isinstance(spec, AblationSpec):
+        spec = load_spec(spec)
+    trials = expand(spec, validate=False)  # a launch validated them; status lists them (fast for 1,000 trials)
+    if "://" in storage:
+        raise PreflightError(f"status reads a local or mounted storage folder; {storage} is not one")
+    folder = Path(resolve_storage(storage)) / f"{spec.name}-{spec_hash(spec, trials)}"
+    if not folder.is_dir():
+        raise PreflightError(f"no experiment of spec '{spec.name}' at {folder} (not launched yet, or launched with "
+                             f"another --storage)")
+    return experiment_status(spec, trials, folder)
 
 
 def _duration(seconds: float | None) -> str:
@@ -187,7 +236,7 @@ def status_text(spec: AblationSpec, status: ExperimentStatus) -> str:
     for t in status.trials:
         counts[t.state] = counts.get(t.state, 0) + 1
     left = status.gpu_hours_left
-    todo = [t.eta_s for t in status.trials if t.state in (RUNNING, PENDING, STOPPED, NOT_STARTED)]
+    todo = [t.eta_s for t in status.trials if t.state in (RUNNING, PENDING, STOPPED, NOT_STARTED, WAITING)]
     slots = max(1, min(len(todo), spec.max_concurrent or len(todo) or 1))
     wall = f"; about {_duration(sum(todo) / slots)} of trial time left on {slots} slot{'s' if slots > 1 else ''}" \
         if todo and all(x is not None for x in todo) else ""

@@ -19,6 +19,8 @@ from typing import Any
 def newest_valid_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint in the trial's run folder that loads (atomic writes make a torn one unlikely, but a
     checkpoint from a foreign or damaged folder must not stop the retry), else None."""
+    if not (run_dir / "checkpoints").is_dir():
+        return None  # a first attempt: no need to load the checkpoint code (and torch)
     from more.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 
     for folder in reversed(list_checkpoints(run_dir)):

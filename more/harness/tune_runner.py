@@ -10,12 +10,16 @@ reports (:mod:`more.harness.ddp`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import ray
 from ray import tune
 
 from more.config import load_config
@@ -126,14 +130,18 @@ def trial_params(spec: AblationSpec, trial: Trial, store: ExperimentStore,
             **workers, **(extra or {}), **trial.overrides, **pinned, NAME_KEY: trial.name}
 
 
-def run_trial(config: dict[str, Any]) -> None:
+Trainer = Callable[..., Any]  # train(cfg, *, report, resume, run_dir, log), as more.train.train
+
+
+def run_trial(config: dict[str, Any], trainer: Trainer | None = None) -> None:
     """The Tune function trainable: flat dict -> config -> ``train(cfg, report=...)``; resumes from Tune's checkpoint.
 
     The trainer writes its run folder (config.yaml, metrics.jsonl, evals, checkpoints) next to Tune's files in
     the trial folder when the storage is a local or shared path, else in the trial's working directory (synced).
     With several workers (``resources.workers``) every worker trains in that same folder and rank 0 writes it.
+    ``trainer`` replaces :func:`more.train.train` (a benchmark times the harness around a light one); everything
+    else (identity, tracking, checkpoints, retries) stays as for the real trainer.
     """
-    from more.train import TrainingDiverged, train
 
     params = dict(config[PARAM_KEY])
     source, name = params.pop(SOURCE_KEY), params.pop(NAME_KEY)
@@ -142,15 +150,20 @@ def run_trial(config: dict[str, Any]) -> None:
     workers = params.pop(WORKERS_KEY, None)
     identity = params.pop(IDENTITY_KEY, None) or {}
     earlier = params.pop(CONTINUE_KEY, None) or {}
+    shared = bool(params.get(RUN_DIR_KEY))  # the run folder lies in the experiment storage (local or shared path)
     run_dir = Path(params.pop(RUN_DIR_KEY) or os.path.join(os.getcwd(), "run"))
     cfg = load_config(source, params)
     refuse_full_disk_retry(run_dir)  # i18: a retry on a disk that is still full fails at once with the same line
     write_identity(run_dir, identity, name=name, tracking=tracking)
     tracker = open_trial_tracker(tracking, cfg, name=name, condition=condition, run_dir=run_dir, identity=identity)
 
+    # On a local or shared storage the run folder already holds every checkpoint a retry or --resume continues from
+    # (newest_valid_checkpoint below): a Tune copy of each would cost a copy and a forced experiment-state snapshot
+    # per evaluation. Only a run folder off the storage (an object store) hands its checkpoints to Tune.
+
     def tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         inject_fault(run_dir, int(metrics.get("iter", 0)))
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir and not shared else None
         tune.report(dict(metrics), checkpoint=checkpoint)  # copies the folder to storage before returning
 
     def print_line(text: str) -> None:
@@ -174,7 +187,10 @@ def run_trial(config: dict[str, Any]) -> None:
 
                 run_ddp_trial(cfg, Resources(**workers), run_dir=run_dir, resume=resume_dir, report=report, log=log)
             else:
-                train(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
+                if trainer is None:
+                    from more.train import train as real_trainer
+                fit_with = trainer or real_trainer
+                fit_with(cfg, report=report, resume=resume_dir, run_dir=run_dir, log=log)
 
         try:
             if own is not None:
@@ -194,9 +210,10 @@ def run_trial(config: dict[str, Any]) -> None:
                 with checkpoint.as_directory() as resume_dir:
                     log(f"resuming from {checkpoint.path}")
                     fit(resume_dir)
-        except TrainingDiverged as exc:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
+        except Exception as exc:
+            if _diverged(exc):
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / DIVERGED_FILE).write_text(json.dumps({"start": start, "error": str(exc)}))
             raise
 
 
@@ -207,15 +224,12 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
 
     if not tracking.get("parent"):
         return TrialTracker()
-    import torch
-
-    from more.provenance import git_sha
-
-    device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    # "auto" trains on CUDA exactly when the trial holds a GPU (Ray hides the others): no torch import needed here
+    device = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
     tags = trial_tags(
         spec_name=tracking["spec_name"], spec_hash=tracking["spec_hash"], trial_name=name, condition=condition,
         seed=int(tracking.get("seed", cfg.train.seed)), sweep=tracking.get("sweep"),
-        overrides=tracking.get("overrides", {}), git_commit=git_sha(), fidelity=cfg.fidelity, device=device,
+        overrides=tracking.get("overrides", {}), git_commit=_git_commit(), fidelity=cfg.fidelity, device=device,
         ray_trial_id=tune.get_context().get_trial_id() or "",
     )
     if identity:
@@ -224,6 +238,21 @@ def open_trial_tracker(tracking: dict[str, Any], cfg: Any, *, name: str, conditi
                      "more.experiment_folder": run_dir.parent.parent.name})
     return TrialTracker.open(tracking["uri"], tracking["parent"], trial_key(tracking["spec_hash"], name), tags, cfg,
                              run_name=name, run_dir=run_dir, log_checkpoint=bool(tracking.get("log_checkpoint")))
+
+
+@functools.cache
+def _git_commit() -> str:
+    """The commit of the code this worker process runs: asked once per process (a reused actor runs many trials)."""
+    from more.provenance import git_sha
+
+    return git_sha()
+
+
+def _diverged(exc: BaseException) -> bool:
+    """A :class:`~more.train.TrainingDiverged`, looked up without importing the trainer (a light trainer never
+    loads it, and then cannot have raised it)."""
+    trainer = sys.modules.get("more.train.trainer")
+    return trainer is not None and isinstance(exc, trainer.TrainingDiverged)
 
 
 def _refuse_repeated_divergence(run_dir: Path, start: str) -> None:
@@ -270,8 +299,9 @@ def trial_dirname(trial: Any) -> str:
     return trial.config[PARAM_KEY][NAME_KEY]
 
 
-def _trainable(spec: AblationSpec) -> Any:
-    return tune.with_resources(run_trial, spec.resources.as_ray())
+def _trainable(spec: AblationSpec, trainer: Trainer | None = None) -> Any:
+    fn = run_trial if trainer is None else tune.with_parameters(run_trial, trainer=trainer)
+    return tune.with_resources(fn, spec.resources.as_ray())
 
 
 class TunerSetup(NamedTuple):
@@ -330,18 +360,19 @@ def tuner_setup(spec: AblationSpec, trials: list[Trial], store: ExperimentStore,
 
 def build_tuner(spec: AblationSpec, trials: list[Trial], store: ExperimentStore, *,
                 max_concurrent: int | None = None, callbacks: list[Any] | None = None,
-                tracking: dict[str, Any] | None = None, extras: dict[str, dict[str, Any]] | None = None) -> tune.Tuner:
-    """A new Tuner for the trials (see :func:`tuner_setup`)."""
+                tracking: dict[str, Any] | None = None, extras: dict[str, dict[str, Any]] | None = None,
+                trainer: Trainer | None = None) -> tune.Tuner:
+    """A new Tuner for the trials (see :func:`tuner_setup`); ``trainer`` replaces the real one (:func:`run_trial`)."""
     setup = tuner_setup(spec, trials, store, max_concurrent=max_concurrent, callbacks=callbacks, tracking=tracking,
                         extras=extras)
-    return tune.Tuner(_trainable(spec), param_space=setup.param_space, tune_config=setup.tune_config,
+    return tune.Tuner(_trainable(spec, trainer), param_space=setup.param_space, tune_config=setup.tune_config,
                       run_config=setup.run_config)
 
 
-def restore_tuner(spec: AblationSpec, store: ExperimentStore) -> tune.Tuner:
+def restore_tuner(spec: AblationSpec, store: ExperimentStore, *, trainer: Trainer | None = None) -> tune.Tuner:
     """The Tuner of an interrupted experiment: unfinished and errored trials continue from their last checkpoint,
     finished ones are kept as they are."""
-    return tune.Tuner.restore(store.path, _trainable(spec), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(store.path, _trainable(spec, trainer), resume_unfinished=True, resume_errored=True)
 
 
 def can_restore(store: ExperimentStore) -> bool:

@@ -2,6 +2,13 @@
 child runs ``more.kind=trial`` tagged with the spec hash, condition, seed and sweep point; params = the flat
 config; metrics logged with ``step=iter``), and log the report back to the parent run under ``report/``.
 
+The reads do not grow with the store's history, nor with one call per run and metric: the runs come from searches
+on the spec's tags; the step of each run's chosen evaluation, and for ``--checkpoint best`` the values at that step,
+come from metric histories fetched for up to 100 runs a call (:func:`metric_histories`: the database store's
+``get_metric_history_bulk``, or a tracking server's ``get-history-bulk`` endpoint); per-class confusion ratios come
+from the runs' ``val/<output>/confusion/<class>`` metrics (the ``per_class/iter_N.csv`` artifact only for runs that
+lack them).
+
 Only this module of the report talks to MLflow; every failure to reach the store becomes
 :class:`TrackingUnavailable`, which the caller answers by reading the harness's files instead.
 """
@@ -21,10 +28,16 @@ from more.tracking.runs import REUSED_BY_TAG
 from more.yamlio import load_yaml
 
 _PER_CLASS = re.compile(r"iter_(\d+)\.csv$")
+RUNS_PER_BULK = 100  # the most run ids a tracking server's get-history-bulk takes
+BULK_ROWS = 25000  # the most values one bulk call returns (the server's cap)
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached, or holds no run of the spec asked for."""
+
+
+class NoRuns(TrackingUnavailable):
+    """The tracking store was read (or does not exist yet) and holds no run of the spec asked for."""
 
 
 def make_client(uri: str) -> Any:
@@ -33,7 +46,7 @@ def make_client(uri: str) -> Any:
     if uri.startswith("sqlite:"):
         path = uri.split(":///", 1)[-1] if ":///" in uri else ""
         if not path or not Path(path).is_file():
-            raise TrackingUnavailable(f"no MLflow database at {path or uri}")
+            raise NoRuns(f"no MLflow database at {path or uri}")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -78,7 +91,7 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise TrackingUnavailable(f"MLflow at {uri} unreachable ({type(exc).__name__}: {first})") from None
     if not ids:
-        raise TrackingUnavailable(f"MLflow at {uri} has no experiments")
+        raise NoRuns(f"MLflow at {uri} has no experiments")
     try:
         named = f"tags.`more.spec_name` = {_quote(spec_name)}"
         launches = _search(client, ids, f"tags.`more.kind` = 'launch' and {named}"
@@ -86,13 +99,13 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
         if digest is None:
             newest = launches or _search(client, ids, f"tags.`more.kind` = 'trial' and {named}")
             if not newest:
-                raise TrackingUnavailable(f"MLflow at {uri} has no runs of spec '{spec_name}'")
+                raise NoRuns(f"MLflow at {uri} has no runs of spec '{spec_name}'")
             digest = newest[0].data.tags.get("more.spec_hash", "")
             launches = [r for r in launches if r.data.tags.get("more.spec_hash") == digest]
         runs = _search(client, ids, f"tags.`more.kind` = 'trial' and tags.`more.spec_hash` = {_quote(digest)}")
         if not runs:
-            raise TrackingUnavailable(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
-        records = [record_from_run(client, run, checkpoint, output) for run in _one_run_per_trial(runs)]
+            raise NoRuns(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
+        records = records_from_runs(client, _one_run_per_trial(runs), checkpoint, output)
         records += reused_records(client, digest, checkpoint, output, {r.trial for r in records})
         parent = launches[0] if launches else None
         spec_data = _parent_spec(client, parent.info.run_id) if parent else {}
@@ -128,13 +141,13 @@ def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str
     """Runs of earlier launches that the launch of ``digest`` reused (tag ``more.reused_by.<digest>``), named as the
     trials of this spec, with ``origin`` set to where they ran."""
     ids = [e.experiment_id for e in client.search_experiments()]
+    runs = _search(client, ids, f"tags.`{REUSED_BY_TAG}{digest}` != ''")
     out = []
-    for run in _search(client, ids, f"tags.`{REUSED_BY_TAG}{digest}` != ''"):
+    for run, record in zip(runs, records_from_runs(client, runs, checkpoint, output)):
         try:
             link = json.loads(run.data.tags[f"{REUSED_BY_TAG}{digest}"])
         except ValueError:
             link = {}
-        record = record_from_run(client, run, checkpoint, output)
         record.origin = f"{run.data.tags.get('more.spec_name', '?')}-{run.data.tags.get('more.spec_hash', '?')}/" \
                         f"{record.trial} (run {run.info.run_id})"
         record.trial = link.get("trial", record.trial)
@@ -149,35 +162,104 @@ def trial_name(run: Any) -> str:
     return key.split(":", 1)[1] if ":" in key else (run.info.run_name or run.info.run_id)
 
 
-def record_from_run(client: Any, run: Any, checkpoint: Checkpoint, output: str) -> TrialRecord:
-    """One child run as a record, with the metrics of its last or best evaluation."""
+def metric_histories(client: Any, run_ids: list[str], key: str) -> dict[str, list[Any]]:
+    """``{run id: [Metric, ...]}``: the history of ``key`` for many runs, in calls of up to :data:`RUNS_PER_BULK`
+    runs (one call per run only where neither bulk read is available, or a batch hits the row cap)."""
+    from mlflow.entities import Metric
+
+    store = client._tracking_client.store  # MlflowClient exposes no bulk read; its store does
+    out: dict[str, list[Any]] = {run_id: [] for run_id in run_ids}
+    for start in range(0, len(run_ids), RUNS_PER_BULK):
+        chunk = run_ids[start:start + RUNS_PER_BULK]
+        rows = None
+        if hasattr(store, "get_metric_history_bulk"):  # a database (sqlite, PostgreSQL, ...)
+            rows = [(m.run_id, m) for m in store.get_metric_history_bulk(chunk, key, BULK_ROWS)]
+        elif hasattr(store, "get_host_creds"):  # a tracking server
+            from mlflow.utils.rest_utils import http_request
+
+            response = http_request(store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
+                                    params={"run_id": chunk, "metric_key": key, "max_results": BULK_ROWS})
+            response.raise_for_status()
+            rows = [(m["run_id"], Metric(m["key"], m["value"], m["timestamp"], m["step"]))
+                    for m in response.json().get("metrics", [])]
+        if rows is None or len(rows) >= BULK_ROWS:
+            rows = [(run_id, m) for run_id in chunk for m in client.get_metric_history(run_id, key)]
+        for run_id, metric in rows:
+            out.setdefault(run_id, []).append(metric)
+    return out
+
+
+def records_from_runs(client: Any, runs: list[Any], checkpoint: Checkpoint, output: str) -> list[TrialRecord]:
+    """The child runs as records, with the metrics of each run's last or best evaluation (read in bulk)."""
+    selection = checkpoint.selection_metric(output)
+    histories = metric_histories(client, [r.info.run_id for r in runs if selection in r.data.metrics], selection)
+    steps: dict[str, int | None] = {}
+    for run in runs:
+        history = histories.get(run.info.run_id) or []
+        if checkpoint.kind == "best":
+            steps[run.info.run_id] = max(history, key=lambda m: (m.value, m.step)).step if history else None
+        elif history:  # the step of the last evaluation; the "iter" metric may also carry training-log records
+            steps[run.info.run_id] = max(m.step for m in history)
+        else:
+            it = run.data.metrics.get("iter")
+            steps[run.info.run_id] = int(it) if it is not None else None
+    at_step: dict[str, dict[str, float]] = {r.info.run_id: {} for r in runs}
+    if checkpoint.kind == "best":
+        for key in _best_keys(runs, checkpoint.split, output):
+            ids = [r.info.run_id for r in runs if key in r.data.metrics and steps[r.info.run_id] is not None]
+            for run_id, history in metric_histories(client, ids, key).items():
+                values = [m.value for m in history if m.step == steps[run_id]]
+                if values:
+                    at_step[run_id][key] = values[-1]
+    out = []
+    for run in runs:
+        run_id, step = run.info.run_id, steps[run.info.run_id]
+        if checkpoint.kind == "best":
+            metrics = {"iter": float(step), **at_step[run_id]} if step is not None else {}
+        else:
+            metrics = dict(run.data.metrics)
+        out.append(_record(client, run, metrics, step, checkpoint.split))
+    return out
+
+
+def _best_keys(runs: list[Any], split: str, output: str) -> list[str]:
+    """The metrics a best-checkpoint record needs at its step: every ``<split>/<output>/...`` value, the means of the
+    other outputs and the split's own scores (``<split>/cls_f1``)."""
+    means = ("miou", "precision", "recall", "confusion")
+    keys = {k for r in runs for k in r.data.metrics if k.startswith(f"{split}/")}
+    return sorted(k for k in keys if k.startswith(f"{split}/{output}/") or k.count("/") == 1
+                  or (k.count("/") == 2 and k.rsplit("/", 1)[1] in means))
+
+
+def _record(client: Any, run: Any, metrics: dict[str, float], iteration: int | None, split: str) -> TrialRecord:
     tags = run.data.tags
     config = {key: parse_value(value) for key, value in run.data.params.items()}
-    selection = checkpoint.selection_metric(output)
-    history = client.get_metric_history(run.info.run_id, selection) if selection in run.data.metrics else []
-    if checkpoint.kind == "best" and history:
-        best = max(history, key=lambda m: (m.value, m.step))
-        iteration = best.step
-        metrics = {"iter": float(iteration)}
-        for key in run.data.metrics:
-            if key.startswith(f"{checkpoint.split}/"):
-                at_step = [m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == iteration]
-                if at_step:
-                    metrics[key] = at_step[-1]
-    elif checkpoint.kind == "best":
-        metrics, iteration = {}, None
-    else:
-        metrics = dict(run.data.metrics)
-        # the step of the last evaluation; the "iter" metric may also carry training-log records
-        iteration = max(m.step for m in history) if history else (int(metrics["iter"]) if "iter" in metrics else None)
+    confusion = confusion_from_metrics(metrics, split)
+    if not confusion:  # runs tracked before the per-class ratios were metrics: their per-class table artifact
+        confusion = per_class_confusion(client, run.info.run_id, iteration)
     seed = tags.get("more.seed", config.get("train.seed"))
     sweep = tags.get("more.sweep") or "{}"
     return TrialRecord(
         trial=trial_name(run), condition=tags.get("more.condition", ""), seed=int(seed) if seed is not None else None,
         sweep=json.loads(sweep), status=run.info.status, error=tags.get("more.error", ""), metrics=metrics,
-        config=config, iteration=iteration, confusion=per_class_confusion(client, run.info.run_id, iteration),
-        run_id=run.info.run_id, code=tags.get("more.code_id", ""),
+        config=config, iteration=iteration, confusion=confusion, run_id=run.info.run_id,
+        code=tags.get("more.code_id", ""),
     )
+
+
+def record_from_run(client: Any, run: Any, checkpoint: Checkpoint, output: str) -> TrialRecord:
+    """One child run as a record, with the metrics of its last or best evaluation."""
+    return records_from_runs(client, [run], checkpoint, output)[0]
+
+
+def confusion_from_metrics(metrics: dict[str, float], split: str = "val") -> dict[str, dict[str, float]]:
+    """Per-class confusion ratios per output from ``<split>/<output>/confusion/<class>`` metrics ({} if none)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 4 and parts[0] == split and parts[2] == "confusion":
+            out.setdefault(parts[1], {})[parts[3]] = value
+    return out
 
 
 def per_class_confusion(client: Any, run_id: str, iteration: int | None) -> dict[str, dict[str, float]]:

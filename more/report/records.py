@@ -7,6 +7,8 @@ build these, so they live here and the imports run one way: sources -> mlflow_re
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,13 @@ def parse_value(text: Any) -> Any:
     """A config value stored as text (MLflow params, override text): read as YAML, else kept as text."""
     if not isinstance(text, str):
         return text
+    value = _parsed(text)
+    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> Any:
+    # a report reads ~130 params per run and the runs of a spec share most values: each text is parsed once
     try:
         return load_yaml(text, where="value")
     except YamlError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from more.preflight import PreflightError
 from more.report.records import (  # noqa: F401 -- re-exported: the report's modules import them from here
     FAILED,
     FINISHED,
@@ -34,6 +35,11 @@ _SWEEP_KEY = re.compile(r"(?:^|\s)([A-Za-z_][\w.]*)=")  # "a.b=1 c.d=[1, 2]"
 
 class SourceError(RuntimeError):
     """Neither MLflow nor the harness's files hold the runs asked for (the message says where it looked)."""
+
+
+class NoTrialsYet(PreflightError):
+    """A spec that never ran: no MLflow run of its hash and no experiment folder (bad input: the report of a
+    spec that was never launched)."""
 
 
 @dataclass
@@ -57,7 +63,7 @@ def read_spec(path: str | Path) -> SpecInfo:
 
     try:
         spec = load_spec(path)
-        trials = expand(spec)
+        trials = expand(spec, validate=False)  # names, conditions and the hash: no config needs resolving
     except SpecError as exc:
         data = read_spec_yaml(Path(path).read_text(), where=str(path))
         _paper(data.get("paper"), lambda text: SpecError(f"{path}: {text}"))  # the report computes with it
@@ -81,7 +87,7 @@ def load_experiment(target: str, *, tracking_uri: str, storage: str | Path, chec
     Raises:
         SourceError: when no source has runs of it.
     """
-    from more.report.mlflow_reader import TrackingUnavailable, read_mlflow
+    from more.report.mlflow_reader import NoRuns, TrackingUnavailable, read_mlflow
 
     path = Path(target)
     info = read_spec(path) if path.suffix in (".yaml", ".yml") and path.is_file() else None
@@ -95,6 +101,10 @@ def load_experiment(target: str, *, tracking_uri: str, storage: str | Path, chec
         try:
             exp = read_results(storage, name, digest, checkpoint=checkpoint, output=output)
         except SourceError as inner:
+            folder = Path(storage).expanduser() / f"{name}-{digest}"
+            if isinstance(exc, NoRuns) and digest and not folder.exists():
+                raise NoTrialsYet(f"spec '{name}' (hash {digest}) has no trials yet: {reason}, and no experiment "
+                                  f"folder {folder}; launch it first (python -m more ablate {target})") from None
             raise SourceError(f"{reason}; and {inner}") from None
         exp.notes.insert(0, f"MLflow not used: {reason}")
     if info:

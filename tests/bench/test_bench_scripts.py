@@ -65,3 +65,27 @@ def test_harness_bench_gaps_come_from_the_trainers_run_folders(tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "results.json").write_text(json.dumps({"trials": rows[::-1]}))
     assert scheduling_gaps(tmp_path) == [1.5, 0.25]
+
+
+def test_read_paths_bench_fills_a_store_and_times_every_read(tmp_path):
+    out = run_script("bench/bench_read_paths.py", "--other", "4", "--experiments", "2", "--repeat", "1",
+                     "--log-lines", "10", "--out", str(tmp_path / "b"))
+    rows = {line.split(" | ")[0].strip("| `"): line for line in out.splitlines() if line.startswith("| `")}
+    assert sorted(rows) == ["ablate --dry-run", "report", "report --checkpoint best:val", "status"], out
+    assert all(line.rstrip().endswith("| 0 |") for line in rows.values()), out  # every command exited 0
+    assert "15 trials in the spec" in out
+    dry = (tmp_path / "b" / "ablate-0.log").read_text()
+    assert "5 to run, 15 reused" in dry  # the spec grown by a seed: its 15 trials that ran are reused
+    report = (tmp_path / "b" / "report-0.log").read_text()
+    assert "15 trials from MLflow" in report
+
+
+def test_light_harness_gaps_and_memory_growth_come_from_run_folders_and_samples(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_harness_light import _quantile, _rss_growth
+
+    samples = tmp_path / "rss.csv"
+    samples.write_text("seconds,trials_done,rss_mb\n0.25,0,900.0\n0.5,1,1000.0\n0.75,3,1002.0\n1.0,5,1004.0\n"
+                       "1.25,5,1030.0\n")  # the launch's end-of-run work after the last trial is not counted
+    assert _rss_growth(samples) == (1000.0, 1004.0, 4)  # 4 MB over the 4 trials after the first
+    assert _quantile([0.1, 0.2, 0.3, 5.0], 0.5) == 0.3 and _quantile([0.1, 0.2, 0.3, 5.0], 0.99) == 5.0

@@ -81,23 +81,3 @@ def test_tampered_hash_in_the_experiment_folder_is_refused(tmp_path, capsys):
     (folder / "spec_hash").write_text("ffffffffffff\n")
     assert main(["ablate", str(spec), "--storage", str(tmp_path / "store")]) == 2
     assert f"holds spec hash ffffffffffff, but the spec now hashes to {digest}" in capsys.readouterr().err
-
-
-def test_a_trial_another_live_launch_claimed_is_not_trained_here(tmp_path, capsys):
-    import json
-    import os
-    import socket
-
-    from more.harness.identity import spec_identities
-
-    spec = demo_spec(tmp_path)
-    loaded = load_spec(spec)
-    key = spec_identities(loaded, expand(loaded))["wo_gcr-s1"].key
-    claims = tmp_path / "store" / ".claims"
-    claims.mkdir(parents=True)
-    other = {"host": socket.gethostname(), "pid": os.getpid(), "experiment": "demo-other", "token": "theirs"}
-    (claims / f"{key}.json").write_text(json.dumps(other))  # a live process on this host holds it
-    assert main(["ablate", str(spec), "--storage", str(tmp_path / "store"), "--no-tracking"]) == 2
-    err = capsys.readouterr().err
-    assert f"wo_gcr-s1: being trained by another launch, pid {os.getpid()}" in err and "demo-other" in err
-    assert sorted(p.name for p in claims.iterdir()) == [f"{key}.json"]  # its own claims were released

@@ -157,3 +157,27 @@ def check_raylet_kill(loopback_cluster, spec: Path, experiment: Path, tracking_u
     assert all(r.info.status == "FINISHED" and "val/seg/miou" in r.data.metrics for r in children)
     retried = next(r for r in children if r.info.run_name == name)
     assert int(retried.data.tags["more.attempts"]) >= 2  # the worker's attempt and the head's retry: one run
+
+
+def test_a_dry_run_with_address_checks_the_data_on_a_node_that_can_hold_a_trial(loopback_cluster):
+    folder = loopback_cluster.root / "dry"
+    folder.mkdir()
+    missing = folder / "nodata"
+    overrides = {**tiny_overrides(missing), "data.synth_generate": False}
+    spec = write_spec(folder / "dry.yaml", "dry", {"more": {}, "wo_gcr": {"gcr.enabled": False}}, overrides=overrides)
+    command = [*ablate_command(spec, folder / "store", "--dry-run", "--no-tracking", "--address",
+                               loopback_cluster.address)]
+    out = subprocess.run(command, env=loopback_cluster.env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "2 trials; estimated 0 GPU-hours" in out.stdout and "2 to run, 0 reused" in out.stdout
+    assert "data roots and weights: checked on a cluster node" in out.stdout  # not on the driver's machine
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out.stderr[-2000:]
+    assert errors[0].startswith(("error: on node 127.0.0.2: ", "error: on node 127.0.0.3: "))
+    assert f"data.root='{missing}': folder does not exist (trial more-s0 and 1 other)" in errors[0]
+    assert not (folder / "store").exists()
+
+    missing.mkdir()  # the data is there now: the node finds it
+    out = subprocess.run(command, env=loopback_cluster.env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "  ok  on node 127.0.0." in out.stdout and f"data.root {missing} (trial more-s0 and 1 other)" in out.stdout

@@ -74,7 +74,7 @@ def test_only_ablation_specs_take_workers():
 
 
 def test_dry_run_shows_the_workers():
-    from more.commands.ablate import dry_run_text
+    from more.harness.dry_run import dry_run_text
 
     parsed = parse_spec(spec({"cpus": 4, "gpus": 2}))
     text = dry_run_text(parsed, expand(parsed), "0123456789ab")

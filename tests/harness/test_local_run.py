@@ -87,7 +87,10 @@ def test_local_ablation_runs_two_at_a_time_and_reports_a_diverged_trial(proc_roo
         assert rows[name]["iterations"] == 6 and rows[name]["metric"] is not None  # stopped by the spec's stop rule
         assert rows[name]["node_ip"] == "127.0.0.2"
         assert (experiment / name / "run" / "metrics.jsonl").is_file()  # the trainer's own run folder
-        assert len(list((experiment / name).glob("checkpoint_*"))) == 1  # 2 reported, checkpoints.keep: 1
+        # the run folder holds the checkpoints (a retry resumes from them); Tune keeps no copy of them
+        kept = sorted(p.name for p in (experiment / name / "run" / "checkpoints").iterdir())
+        assert kept == ["iter_000003", "iter_000006"]
+        assert not list((experiment / name).glob("checkpoint_*"))
     bad = rows["diverge-s0"]
     assert bad["status"] == "ERROR" and bad["iterations"] is None
     assert bad["error"].startswith("TrainingDiverged: loss term") and "non-finite" in bad["error"]
@@ -149,7 +152,7 @@ def test_killed_driver_leaves_no_ray_process_and_resume_finishes(proc_root):
                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 600
-            while not list(experiment.glob("*/checkpoint_*")):
+            while not list(experiment.glob("*/run/checkpoints/iter_*")):
                 assert driver.poll() is None and time.monotonic() < deadline, (proc_root / "first.log").read_text()
                 time.sleep(0.2)
             # the raylet keeps its environment; its children (agents, trial workers) are what a crash could orphan

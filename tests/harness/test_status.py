@@ -89,3 +89,21 @@ def test_the_status_command_never_imports_the_trainer(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout and "a-s0" in out.stdout and "reused" in out.stdout
+
+
+def test_status_reads_the_last_values_from_the_end_of_a_long_metrics_file(tmp_path):
+    from more.harness.status import TAIL_BYTES, _last_values
+
+    records = [{"iter": i, "train/loss": 1.0 / i, "time/sec_per_iter": 0.5} for i in range(1, 400)]
+    records.insert(100, {"iter": 100, "val/seg/miou": 41.5})  # the last evaluation, far back
+    records += [{"iter": 400, "train/loss": 0.1}]  # the newest record carries no timing
+    text = "".join(json.dumps(r) + "\n" for r in records) + '{"iter": 401, "train/lo'  # a line being written
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert _last_values(tmp_path, "val/seg/miou") == (400, 0.5, 41.5)
+    later = ({"iter": i, "train/loss": 0.5, "time/sec_per_iter": 0.25} for i in range(401, 9000))
+    big = "".join(json.dumps(r) + "\n" for r in later)
+    assert len(big) > 3 * TAIL_BYTES  # the evaluation now lies several reads back
+    (tmp_path / "metrics.jsonl").write_text(text.rsplit("\n", 1)[0] + "\n" + big)
+    assert _last_values(tmp_path, "val/seg/miou") == (8999, 0.25, 41.5)
+    assert _last_values(tmp_path, "val/lam/miou") == (8999, 0.25, None)  # never evaluated: the whole file, once
+    assert _last_values(tmp_path / "absent", "val/seg/miou") == (None, None, None)

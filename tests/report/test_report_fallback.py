@@ -175,3 +175,51 @@ def test_reachable_store_without_runs_of_the_spec_falls_back(harness_dir, tracki
     assert exp.source.startswith("results.json at ") and exp.parent_run_id is None and exp.tracking_uri is None
     assert exp.notes[0] == (f"MLflow not used: MLflow at {tracking.uri} has no trial runs of spec 'sens_unit' with "
                             f"hash {harness_dir['digest']}")
+
+
+def test_a_spec_that_never_ran_has_no_trials_yet(tracking, spec_writer, tmp_path):
+    """A reachable store without its runs and no experiment folder: the spec has not run (bad input, one line),
+    rather than a failure to read the storage; an older version of the spec that did run changes nothing."""
+    from more.__main__ import main
+    from more.harness.spec import expand, load_spec, spec_hash
+    from more.report.sources import NoTrialsYet
+
+    old = spec_writer(tmp_path / "old.yaml", "never_unit", {"more": {}}, [0])
+    loaded = load_spec(old)
+    exp_id = tracking.experiment("never_unit")
+    old_digest = spec_hash(loaded, expand(loaded))
+    parent = tracking.launch(exp_id, "never_unit", old_digest)
+    tracking.trial(exp_id, parent, spec_name="never_unit", digest=old_digest, trial="more-s0", condition="more",
+                   seed=0, config={}, evals={6: {"val/seg/miou": 50.0}})
+    spec = spec_writer(tmp_path / "never.yaml", "never_unit", {"more": {}}, [0, 1])
+    digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
+    with pytest.raises(NoTrialsYet) as caught:
+        load_experiment(str(spec), tracking_uri=tracking.uri, storage=tmp_path / "storage", checkpoint=Checkpoint())
+    assert str(caught.value).startswith(f"spec 'never_unit' (hash {digest}) has no trials yet: MLflow at "
+                                        f"{tracking.uri} has no trial runs")
+    assert f"no experiment folder {tmp_path / 'storage'}/never_unit-{digest}" in str(caught.value)
+    assert main(["report", str(spec), "--tracking-uri", tracking.uri, "--storage", str(tmp_path), "--no-log",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_report_folder_is_owned_by_more(harness_dir, tmp_path, monkeypatch):
+    """``report`` without --out writes to <repo>/work/reports/<name>/ and marks it; a folder there holding the
+    user's files is refused unless --force, and one more marked is replaced."""
+    import more.report.generate as generate
+    from more.outputs import MARK, OutputError
+
+    monkeypatch.setattr(generate, "repo_root", lambda: tmp_path)
+    uri = f"sqlite:///{tmp_path}/none/mlflow.db"
+    kwargs = {"tracking_uri": uri, "storage": harness_dir["storage"], "formats": ["md"], "log": False}
+    folder = tmp_path / "work" / "reports" / "sens_unit"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds files more did not create"):
+        generate.generate_report(["sens_unit"], **kwargs)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    forced = generate.generate_report(["sens_unit"], force=True, **kwargs)
+    assert forced.out == folder and (folder / "notes.txt").read_text() == "mine" and (folder / MARK).is_file()
+    (folder / "notes.txt").unlink()
+    again = generate.generate_report(["sens_unit"], **kwargs)  # ours now: replaced without --force
+    assert again.out == folder and "| more (lir.cre_weight=0.2)" in again.summary

@@ -237,7 +237,31 @@ def test_cli_writes_files_logs_to_parent_and_prints_table3(tracked, tmp_path, ca
                                     "ref | 84.50 | 88.00 | 76.40 |")
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "table3.md", "table3.tex", "table3.csv", "table4.csv", "missing.md", "trials.csv"} <= names
-    assert not [n for n in names if n.startswith(".")]  # no temporary files left behind
+    assert not [n for n in names if n.startswith(".") and n != ".more-output.json"]  # no temporary files left
+    assert (out / ".more-output.json").is_file()  # the folder is marked as more's: a later report may replace it
     logged = {a.path for a in tracked["tracking"].client.list_artifacts(tracked["parent"], "report")}
     assert "report/table3.md" in logged and "report/report.md" in logged
     assert Path(out / "table3.md").read_text().count("| more |") == 1
+
+
+def test_bulk_reads_through_a_tracking_server_equal_the_database_reads(tracked, tmp_path):
+    """A tracking server answers the same records as its database, through its get-history-bulk endpoint."""
+    from more.report.mlflow_reader import make_client, metric_histories
+    from more.tracking.store import start_server, stop_server
+
+    server = start_server(tracked["uri"], artifacts_dir=tmp_path / "artifacts", host="127.0.0.1")
+    try:
+        for checkpoint in (LAST, Checkpoint.parse("best:val")):
+            local = load_experiment(str(tracked["spec"]), tracking_uri=tracked["uri"], storage=tmp_path,
+                                    checkpoint=checkpoint)
+            remote = load_experiment(str(tracked["spec"]), tracking_uri=server.url, storage=tmp_path,
+                                     checkpoint=checkpoint)
+            assert [(r.trial, r.iteration, r.metrics, r.confusion) for r in remote.records] == [
+                (r.trial, r.iteration, r.metrics, r.confusion) for r in local.records]
+        best = {r.trial: r for r in remote.records}["more-s0"]
+        assert (best.iteration, best.metrics["val/seg/miou"]) == (1000, 79.0)
+        ids = [r.run_id for r in local.records if r.run_id]
+        histories = metric_histories(make_client(server.url), ids, "val/seg/miou")
+        assert sorted(m.step for m in histories[best.run_id]) == [1000, 2000]
+    finally:
+        stop_server(server)

@@ -126,7 +126,9 @@ def test_read_back_from_mlflow_with_nan_and_inf(tracking, spec_writer, tmp_path)
                        seed=seed, config={**FULL, "train.seed": seed}, evals={100: logged(hist)},
                        per_class_csv=per_class[seed])
     exp = load_experiment(str(spec_path), tracking_uri=tracking.uri, storage=tmp_path, checkpoint=Checkpoint())
-    assert math.isnan(exp.records[0].confusion["seg"]["boat"]) and exp.records[1].confusion == {}
+    # the per-class ratios come from the runs' metrics (the artifact is read only for runs that lack them)
+    assert math.isnan(exp.records[0].confusion["seg"]["boat"])
+    assert exp.records[1].confusion["seg"]["boat"] == exp.records[1].metrics["val/seg/confusion/boat"]
     assert exp.records[1].metrics["val/seg/confusion/boat"] == np.finfo(np.float64).max
     row = build_report([exp], ReportOptions(formats=("md",))).tables["table3"].rows[0]
     stat = row["precision_defined"].value

@@ -109,7 +109,7 @@ def test_merge_expected_keeps_spec_order_and_unknown_runs():
 
 
 def test_tracking_uri_rule(tmp_path, monkeypatch):
-    from more.commands.report import tracking_uri
+    from more.report.generate import resolve_tracking_uri as tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri(str(tmp_path)) == f"sqlite:///{tmp_path}/mlflow.db"
