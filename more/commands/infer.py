@@ -21,13 +21,20 @@ MAP_FORMATS = ("uint8", "float16", "none")  # more.eval.infer_items.MAP_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint",
-                        help="checkpoint file or folder (RUN/checkpoints/iter_N), or a run folder (its newest)")
+    parser.add_argument("checkpoint", nargs="?",
+                        help="checkpoint file or folder (RUN/checkpoints/iter_N), or a run folder (its newest); "
+                             "or --spec instead")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of the saved config, e.g. eval.bkg_thre=0.45")
     parser.add_argument("--task", required=True, choices=TASKS,
                         help="seeds: CAM/LAM seeds (+ score maps); masks: seeds + DenseCRF; seg: multi-scale decoder "
                              "segmentation; cam2seg: seeds from predicted labels (label-free)")
     parser.add_argument("--source", choices=("cam", "lam"), default="cam", help="score map for seeds/masks/cam2seg")
+    parser.add_argument("--spec", metavar="SPEC",
+                        help="every finished trial of this ablation spec (its newest checkpoint, outputs beside it), "
+                             "one after the other: the infer runs `report SPEC` reads for Tables 1 and 2")
+    parser.add_argument("--storage", default="work/ray_results", help="with --spec: the experiment storage of its "
+                        "launch (default: work/ray_results)")
+    parser.add_argument("--trials", metavar="NAME[,NAME...]", help="with --spec: only these trials")
     parser.add_argument("--split", help="split (default: train for seeds/masks, eval.split for seg/cam2seg)")
     parser.add_argument("--config", metavar="CONFIG",
                         help="preset or experiment YAML (+ the overrides) instead of the run's config.yaml; needed "
@@ -77,26 +84,63 @@ def run(args: argparse.Namespace) -> int:
 
     options = InferOptions(task=args.task, source=args.source, multiscale=args.multiscale, crf=args.crf,
                            workers=args.workers, maps=args.maps)
-    request = InferRequest(checkpoint=args.checkpoint, options=options, overrides=list(args.overrides),
-                           split=args.split, out=args.out, force=args.force, archive=args.archive,
-                           config=args.config)
+    checkpoints = _checkpoints(args)
+    requests = [InferRequest(checkpoint=ckpt, options=options, overrides=list(args.overrides), split=args.split,
+                             out=args.out, force=args.force, archive=args.archive, config=args.config)
+                for ckpt in checkpoints]
     try:
-        plan = plan_inference(request)
+        plan = plan_inference(requests[0])
+        if len(requests) > 1:  # every trial checked before the first one runs (plans hold a model: made again)
+            for i, request in enumerate(requests[1:], 2):
+                print(f"checking trial {i}/{len(requests)}: {request.checkpoint}", file=sys.stderr, flush=True)
+                plan_inference(request)
     except FileNotFoundError as exc:  # a split list or an image of the dataset
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if use_ray(args, plan.cfg.runtime.device):
-        from more.eval.infer_job import replan
-        from more.harness.infer_fanout import fanout_runtime, run_fanout
+    for i, request in enumerate(requests):
+        if len(requests) > 1:
+            print(f"== trial {i + 1}/{len(requests)}: {checkpoints[request.checkpoint]}", flush=True)
+        plan = plan if i == 0 else plan_inference(request)
+        if use_ray(args, plan.cfg.runtime.device):
+            from more.eval.infer_job import replan
+            from more.harness.infer_fanout import fanout_runtime, run_fanout
 
-        with fanout_runtime(args.address, net_workers=args.net_workers, crf_workers=args.workers,
-                            device=plan.cfg.runtime.device) as fan:
-            plan = replan(plan, fan.device_type)
-            result, record, _ = run_plan(plan, execute=lambda p: run_fanout(p, fan), tracker=tracker)
-    else:
-        result, record, _ = run_plan(plan, tracker=tracker)
-    _print(plan, result, record)
+            with fanout_runtime(args.address, net_workers=args.net_workers, crf_workers=args.workers,
+                                device=plan.cfg.runtime.device) as fan:
+                plan = replan(plan, fan.device_type)
+                result, record, _ = run_plan(plan, execute=lambda p: run_fanout(p, fan), tracker=tracker)
+        else:
+            result, record, _ = run_plan(plan, tracker=tracker)
+        _print(plan, result, record)
     return 0
+
+
+def _checkpoints(args: argparse.Namespace) -> dict[str, str]:
+    """``{checkpoint: what it is}``: the one given, or the run folder of every finished trial of ``--spec``."""
+    from more.preflight import PreflightError
+
+    if args.spec is None:
+        if args.checkpoint is None:
+            raise PreflightError("infer needs a checkpoint (a file, a checkpoint folder or a run folder) or --spec")
+        for flag in ("storage", "trials"):
+            if flag == "trials" and args.trials or flag == "storage" and args.storage != "work/ray_results":
+                raise PreflightError(f"--{flag} goes with --spec")
+        return {args.checkpoint: args.checkpoint}
+    if args.checkpoint is not None:
+        if "=" not in args.checkpoint:
+            raise PreflightError(f"give a checkpoint ({args.checkpoint}) or --spec {args.spec}, not both")
+        args.overrides.insert(0, args.checkpoint)  # `infer --spec S --task seg eval.bkg_thre=0.4`
+    for flag in ("out", "config"):
+        if getattr(args, flag):
+            raise PreflightError(f"--{flag} names one {'output folder' if flag == 'out' else 'config'}; with --spec "
+                                 f"each trial's outputs go beside its checkpoint, read with its own config")
+    from more.harness.spec_runs import finished_runs
+
+    trials = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
+    runs, notes = finished_runs(args.spec, storage=args.storage, trials=trials)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return {str(r.run_dir): f"{r.trial} (condition {r.condition}, seed {r.seed}) {r.run_dir}" for r in runs}
 
 
 def use_ray(args: argparse.Namespace, device: str) -> bool:
