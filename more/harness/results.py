@@ -127,6 +127,12 @@ def format_table(rows: list[TrialRow], metric: str) -> str:
     lines += ["", f"| condition | sweep | n | mean {metric} | std |", "|---|---|---|---|---|"]
     for s in summarize(rows):
         lines.append(f"| {s['condition']} | {s['sweep'] or '-'} | {s['n']} | {_num(s['mean'])} | {_num(s['std'])} |")
+    undefined = [r.trial for r in rows if r.status == FINISHED and r.metric is not None and not math.isfinite(r.metric)]
+    if undefined:
+        lines += ["", f"{metric} is NaN for {len(undefined)} finished trial(s), left out of n: {', '.join(undefined)}."
+                  + (" A class in neither the ground truth nor the prediction of a small validation split makes an "
+                     "m-IoU NaN (each trial's log names the classes and the split); `val/<output>/miou_present` "
+                     "averages the classes present, and a spec may rank on it." if "/miou" in metric else "")]
     failed = [r for r in rows if r.status == FAILED]
     if failed:
         lines += ["", "Failed trials:"] + [f"- {r.trial}: {r.error}" for r in failed]

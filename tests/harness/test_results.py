@@ -44,6 +44,11 @@ def test_markdown_table_lists_trials_summary_and_failures():
     assert "| wo_cre | gcr.top_k=2 | 1 | 60.50 | - |" in lines
     assert lines[-2:] == ["Failed trials:",
                           "- wo_cre-top_k=2-s1: TrainingDiverged: loss term 'cls' became non-finite at step 1"]
+    nan_note = next(x for x in lines if x.startswith("val/seg/miou is NaN"))
+    assert nan_note.startswith("val/seg/miou is NaN for 1 finished trial(s), left out of n: more-s2.")
+    assert "`val/<output>/miou_present`" in nan_note
+    assert not any("is NaN" in x for x in format_table(ROWS[:2], "val/seg/miou").splitlines())
+    assert "miou_present" not in format_table(ROWS, "val/cls_f1")  # the hint is about m-IoU only
 
 
 def test_csv_and_json_files():
