@@ -89,11 +89,26 @@ def write_identity(run_dir: Path, identity: dict[str, Any], *, name: str, tracki
     path = run_dir / IDENTITY_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     attempts = previous.get("attempts", []) + [{"started": time.time(), "host": socket.gethostname(),
-                                                 "pid": os.getpid()}]
+                                                 "node_ip": _node_ip(), "pid": os.getpid()}]
     data = {**identity, "trial": name, "spec_hash": tracking.get("spec_hash", ""), "attempts": attempts}
     tmp = path.with_name(f"{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _node_ip() -> str:
+    """The Ray node this attempt runs on (hosts of a cluster may share a name; loopback nodes always do), or ""
+    outside Ray."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return ""
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address() if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001 -- a detail of the record, never a reason to fail a trial
+        return ""
 
 
 FAULT_ENV = "MORE_FAULT_KILL_AFTER_CKPT"

@@ -38,7 +38,7 @@ def test_config_show_prints_the_global_batch_as_a_yaml_comment():
 
 
 def test_dry_run_prints_the_global_batch_of_the_trials():
-    from more.commands.ablate import dry_run_text
+    from more.harness.dry_run import dry_run_text
 
     data = {"name": "demo", "experiment": {"config": "synthetic", "overrides": {"train.batch_size": 4}},
             "conditions": {"more": {}}, "seeds": [0], "resources": {"workers": 2, "cpus": 0.5}}

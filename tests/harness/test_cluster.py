@@ -120,11 +120,19 @@ def check_raylet_kill(loopback_cluster, spec: Path, experiment: Path, tracking_u
                               start_new_session=True)
 
     def victim() -> tuple[str, int] | None:
-        """A trial on the worker node with a checkpoint and iterations still to go."""
+        """A trial on the worker node with a checkpoint and iterations still to go, from its run folder (Tune's
+        result.json in the storage is synced from the driver only now and then)."""
         for name in TRIALS:
-            lines = result_lines(experiment / name)
-            if lines and lines[-1]["node_ip"] == WORKER_IP and lines[-1]["iter"] < ITERS:
-                return name, int(lines[-1]["iter"])
+            run = experiment / name / "run"
+            try:
+                attempt = json.loads((run / "identity.json").read_text())["attempts"][-1]
+            except (OSError, ValueError, KeyError, IndexError):
+                continue
+            checkpoints = sorted((run / "checkpoints").glob("iter_*"))
+            if attempt.get("node_ip") == WORKER_IP and checkpoints:
+                done = int(checkpoints[-1].name.removeprefix("iter_"))
+                if done < ITERS:
+                    return name, done
         return None
 
     try:

@@ -46,14 +46,14 @@ def test_the_guard_names_a_raw_enospc_and_passes_other_errors(tmp_path):
 
 @pytest.mark.slow
 def test_an_ablation_trial_on_a_full_disk_fails_with_one_line_and_is_not_retrained(proc_root):
-    # vit_micro with a 32-channel decoder: checkpoints of ~2.5 MB, each also copied into Tune's storage; 7 MB hold
-    # the first (and its copy) but not the second
+    # vit_micro with a 32-channel decoder: checkpoints of ~2.5 MB (in the run folder only: Tune keeps no copy of a
+    # run folder's checkpoints); 4 MB hold the first but not the second
     overrides = {**tiny_overrides(proc_root / "synth", iters=6, every=3), "model.decoder_channels": 32,
                  "train.keep_ckpts": 3}
     spec = write_spec(proc_root / "full.yaml", "full", {"more": {}}, overrides=overrides, max_failures=2)
     digest = spec_hash(load_spec(spec), expand(load_spec(spec)))
     env = process_env(proc_root)
-    with mounted_tmpfs(proc_root / "small", "7m") as storage:
+    with mounted_tmpfs(proc_root / "small", "4m") as storage:
         out = subprocess.run(ablate_command(spec, storage, "--no-tracking"), env=env, cwd=proc_root,
                              capture_output=True, text=True, timeout=900)
         text = out.stdout + out.stderr
