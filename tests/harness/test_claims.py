@@ -55,3 +55,21 @@ def test_the_heartbeat_keeps_claims_fresh_and_exit_releases_them(tmp_path):
 
 def test_object_stores_have_no_claims():
     assert supported("/data/ray") and not supported("s3://bucket/ray")
+
+
+def test_a_claim_of_an_owner_that_exited_but_was_not_reaped_is_taken_over(tmp_path):
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for until the end: a zombie meanwhile
+    try:
+        deadline = time.time() + 60
+        while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        claims = ClaimSet(str(tmp_path), experiment="mine")
+        (tmp_path / ".claims").mkdir()
+        (tmp_path / ".claims" / "k1.json").write_text(
+            json.dumps({"host": claims.owner["host"], "pid": zombie.pid, "token": "t"}))
+        assert claims.claim("k1", "a") is None  # os.kill(pid, 0) still succeeds on a zombie: the state says it exited
+        alive = ClaimSet(str(tmp_path), experiment="other")
+        assert alive.claim("k1", "a")["experiment"] == "mine"  # a live owner (this process) keeps its claim
+    finally:
+        zombie.wait(timeout=30)
