@@ -131,7 +131,7 @@ def check_raylet_kill(loopback_cluster, spec: Path, experiment: Path, tracking_u
             checkpoints = sorted((run / "checkpoints").glob("iter_*"))
             if attempt.get("node_ip") == WORKER_IP and checkpoints:
                 done = int(checkpoints[-1].name.removeprefix("iter_"))
-                if done < ITERS:
+                if EVERY < done < ITERS:  # past the first checkpoint: a restart from scratch would report EVERY
                     return name, done
         return None
 
@@ -185,7 +185,13 @@ def test_a_dry_run_with_address_checks_the_data_on_a_node_that_can_hold_a_trial(
     assert f"data.root='{missing}': folder does not exist (trial more-s0 and 1 other)" in errors[0]
     assert not (folder / "store").exists()
 
-    missing.mkdir()  # the data is there now: the node finds it
+    # the data is there now (a complete tree: the checks also read its split lists): the node finds it
+    from more.config import load_config
+    from more.data.synth import SynthOptions, generate_dataset
+
+    generate_dataset(missing, SynthOptions.from_config(load_config("synthetic", [f"{k}={v}" for k, v in
+                                                                                 overrides.items()])),
+                     progress=lambda *_: None)
     out = subprocess.run(command, env=loopback_cluster.env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "  ok  on node 127.0.0." in out.stdout and f"data.root {missing} (trial more-s0 and 1 other)" in out.stdout
