@@ -331,6 +331,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     starts = [(d / "config.yaml").stat().st_mtime for d in run_dirs]
     ends = [(d / "metrics.json").stat().st_mtime for d in run_dirs if (d / "metrics.json").is_file()]
     gaps, gap_slots = slot_gaps(run_dirs)
+    retried = sorted(d.parent.name for d in run_dirs if len(_attempts(d)) > 1)
     slots = args.workers * args.gpus_per_node
     ideal = -(-args.trials // slots) * args.seconds * args.evals
     grid = max(ends) - min(starts) if starts and ends else float("nan")
@@ -346,9 +347,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
            "after_s": launched["started_at"] + launched["wall_s"] - max(ends) if ends else float("nan"),
            "gaps": len(gaps), "gap_slots": gap_slots, "gap_p50": quantile(gaps, 0.5), "gap_p99": quantile(gaps, 0.99),
            "gap_max": max(gaps, default=float("nan")), "rss": rss_by_trials(out / "rss.csv", args.trials),
-           "check": check, "read_paths": times, "targets": TARGETS, "fill": fill,
+           "retried": retried, "check": check, "read_paths": times, "targets": TARGETS, "fill": fill,
            "calls": call_table(read_calls(out / "calls"))}
     return fig
+
+
+def _attempts(run_dir: Path) -> list[Any]:
+    try:
+        return json.loads((run_dir / "identity.json").read_text()).get("attempts", [])
+    except (OSError, json.JSONDecodeError):
+        return []
 
 
 def main() -> None:

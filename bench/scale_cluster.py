@@ -115,10 +115,10 @@ class ScaleCluster:
         """SIGKILL worker node ``i``: its raylet first (the node's death as Ray sees it), then the rest of its
         processes (trial workers, agents, the ``ray start`` process). Returns the PIDs killed."""
         proc = self.procs[f"worker{i}"]
-        tree = descendants(proc.pid)
+        tree = descendants(proc.pid)  # before any kill: the raylet's children are re-parented once it dies
         raylets = [p for p in tree if _comm(p) == "raylet"]
         sigkill(raylets)
-        rest = [p for p in [*descendants(proc.pid), proc.pid] if p not in raylets and running(p)]
+        rest = [p for p in [*tree, proc.pid] if p not in raylets and running(p)]
         sigkill(rest)
         return raylets + rest
 

@@ -156,6 +156,8 @@ def markdown(fig: dict[str, Any]) -> str:
         ("evaluations: values missing / logged twice", f"{c['values_missing']} / {c['values_twice']}",
          f"of {c['values_expected']} ({c['metric_keys']} keys x {c['evaluations']} steps x {c['trials']} trials); "
          f"incomplete runs: {len(c['incomplete'])}"),
+        ("trials that ran more than once (Tune's retries)", str(len(fig["retried"])),
+         ", ".join(fig["retried"][:20]) + (" ..." if len(fig["retried"]) > 20 else "")),
         ("runs without the last picture", str(len(c["no_picture"] or [])) if c["no_picture"] is not None else "-",
          "pictures/iter_K.png among each run's artifacts"),
     ]
