@@ -122,12 +122,15 @@ def fill_other(uri: str, spec_path: Path, *, other: int, experiments: int, threa
         log_run(client, exps[e], f"t{i}", tags, params, {it: evaluation(r, classes, it) for it in EVALS})
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
         for done, _ in enumerate(pool.map(one, range(other)), 1):
             if done % 500 == 0 or done == other:
                 rate = done / (time.perf_counter() - started)
                 print(f"  other trial runs: {done}/{other} ({rate:.1f}/s, ETA {(other - done) / rate:.0f} s)",
                       flush=True)
+    finally:  # on an error or Ctrl-C the queued runs are dropped, not written before the services stop
+        pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - started
     return {"runs": other, "seconds": seconds, "rate": other / seconds, "threads": threads}
 
