@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "harness"))
+sys.path.append(str(REPO / "tests" / "harness"))  # last: its light_trainer.py must not shadow anything
 
 from loopback_cluster import marked_pids  # noqa: E402
 
