@@ -5,15 +5,26 @@ Pass it to :func:`more.harness.launch` as ``trainer=functools.partial(light_trai
 :func:`more.train.train` it writes ``config.yaml`` first, a ``metrics.jsonl`` record and a checkpoint folder per
 evaluation, ``metrics.json`` at the last one, and reports every evaluation with about 60 metrics named as the
 trainer's (means and per-class values of each output, losses, timing). No torch, no data.
+
+With ``picture=True`` the last evaluation also carries a picture grid (``more.tracking.pictures``, drawn from
+synthetic maps: the real tracker draws it from the checkpoint, which needs the model) staged where the trial tracker
+stages its own, so it is uploaded with that evaluation. ``light_slot.json`` in the run folder names the slot the trial
+ran on (Ray node, GPU ids, process), for the per-slot gap of ``bench_scale.py``. When ``$MORE_BENCH_CALLS_DIR`` is
+set, the process's MLflow calls are timed (``bench/call_timing.py``): Ray ships this function by value, and the
+reference to ``call_timing`` in its body makes a trial process import that module, which installs the timing, when
+it unpickles the trainable, before its tracker opens.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
 from typing import Any
+
+from call_timing import install_from_env
 
 OUTPUTS = ("cam", "aux_cam", "lam", "fused", "seg")
 
@@ -34,14 +45,45 @@ def evaluation_metrics(rng: random.Random, classes: list[str], iteration: int) -
     return out
 
 
-def light_trainer(cfg: Any, *, report: Any, resume: str | None = None, run_dir: str | Path, log: Any,
-                  seconds: float = 1.0) -> None:
-    """Sleep ``seconds`` per evaluation (every ``train.eval_every`` up to ``train.max_iters``), reporting each."""
-    from more.data.classes import class_names
+def slot() -> dict[str, Any]:
+    """The Ray node, GPU ids and process this trial runs in (empty outside Ray)."""
+    try:
+        import ray
 
+        if not ray.is_initialized():
+            return {}
+        return {"node": ray.get_runtime_context().get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "pid": os.getpid()}
+    except Exception:  # noqa: BLE001  (a measurement aid: never fail the trial over it)
+        return {}
+
+
+def picture_png(classes: list[str], seed: int, size: int = 64) -> bytes:
+    """A picture grid of two rows (image | GT | CAM | LAM | seg) drawn from seeded random maps."""
+    import numpy as np
+
+    from more.tracking.pictures import PictureRow, encode_png, picture_grid
+
+    gen = np.random.default_rng(seed)
+    rows = [PictureRow(image=gen.integers(0, 256, (size, size, 3), dtype=np.uint8),
+                       gt=gen.integers(0, len(classes), (size, size)), cam=gen.random((size, size)),
+                       lam=gen.random((size, size)), seg=gen.integers(0, len(classes), (size, size)), name=f"img{i}")
+            for i in range(2)]
+    return encode_png(picture_grid(rows, tile=size, class_names=classes))
+
+
+def light_trainer(cfg: Any, *, report: Any, resume: str | None = None, run_dir: str | Path, log: Any,
+                  seconds: float = 1.0, picture: bool = False) -> None:
+    """Sleep ``seconds`` per evaluation (every ``train.eval_every`` up to ``train.max_iters``), reporting each; with
+    ``picture``, the last evaluation carries a picture grid."""
+    from more.data.classes import class_names
+    from more.tracking.outbox import OUTBOX, pending_dir
+
+    install_from_env()  # done at import already (see the module docstring); this line makes the import happen
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(f"# light trainer: seed {cfg.train.seed}\n")
+    (run_dir / "light_slot.json").write_text(json.dumps(slot()))
     start = int((Path(resume) / "iteration").read_text()) if resume else 0
     rng = random.Random(cfg.train.seed)
     classes = class_names(cfg)
@@ -56,6 +98,11 @@ def light_trainer(cfg: Any, *, report: Any, resume: str | None = None, run_dir: 
         ckpt = run_dir / "light_ckpt" / f"iter_{it:06d}"
         ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "iteration").write_text(str(it))
-        if it + every > cfg.train.max_iters:
+        last = it + every > cfg.train.max_iters
+        if last and picture and (run_dir / OUTBOX).is_file():  # tracked: staged as the tracker stages its own
+            folder = pending_dir(run_dir, it) / "pictures"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"iter_{it:06d}.png").write_bytes(picture_png(classes, cfg.train.seed))
+        if last:
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
         report(metrics, str(ckpt))
