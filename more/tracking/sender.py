@@ -68,7 +68,9 @@ class Sender:
             give_up_on_failure: give up as soon as a pass started after the call fails.
             idle_s: give up once the store has not answered for this long (since the call, or since
                 ``last_answer()``, the monotonic time of its last answer): a store that answers, however slowly
-                (a big upload), is waited for; one that stopped answering is not.
+                (a big upload), is waited for; one that stopped answering is not. While the sender is failing,
+                the time before the call counts too: a store that has been down for ``idle_s`` already is not
+                waited for again (a trial ending deep in an outage frees its slot at once).
             last_answer: see ``idle_s``.
         """
         start = time.monotonic()
@@ -81,7 +83,11 @@ class Sender:
                 if give_up_on_failure and failed:
                     return False
                 if idle_s is not None:
-                    answered = max(start, last_answer() if last_answer is not None else start)
+                    last = last_answer() if last_answer is not None else 0.0
+                    if self.failing_since is not None:  # down: since its last answer, or since it first failed
+                        answered = last if last > 0.0 else self.failing_since
+                    else:
+                        answered = max(start, last)
                     if now - answered >= idle_s:
                         return False
                 if deadline is not None and now >= deadline:

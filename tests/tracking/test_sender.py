@@ -1,0 +1,70 @@
+"""The sender's wait at the end of a trial: a store that answers is waited for; one that has been down for the idle
+limit already is not waited for again (the trial frees its slot at once; reconciliation fills the run in)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from more.tracking.sender import Sender
+
+
+def _down_sender(fail_for: threading.Event) -> Sender:
+    def work() -> None:
+        if fail_for.is_set():
+            raise ConnectionError("store down")
+
+    return Sender(work, backoff=(0.05, 0.05))
+
+
+def test_a_store_down_longer_than_the_idle_limit_is_not_waited_for_again():
+    down = threading.Event()
+    down.set()
+    sender = _down_sender(down)
+    answered = time.monotonic() - 60.0  # its last answer, a minute ago
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=30.0, last_answer=lambda: answered) is False
+    assert time.monotonic() - t0 < 1.0  # not another 30 s
+    sender.close()
+
+
+def test_a_store_that_never_answered_counts_from_its_first_failure():
+    down = threading.Event()
+    down.set()
+    sender = _down_sender(down)
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=0.5, last_answer=lambda: 0.0) is False
+    assert time.monotonic() - t0 < 0.45  # 0.3 s of the 0.5 s had passed before the call
+    sender.close()
+
+
+def test_a_healthy_but_quiet_store_is_waited_for_from_the_call():
+    down = threading.Event()
+    sender = _down_sender(down)  # answers
+    answered = time.monotonic() - 3600.0  # nothing to send for an hour: quiet, not down
+    sender.poke()
+    assert sender.wait(idle_s=5.0, last_answer=lambda: answered) is True
+    sender.close()
+
+
+def test_a_store_that_comes_back_within_the_limit_is_caught_up():
+    down = threading.Event()
+    down.set()
+    sender = _down_sender(down)
+    sender.poke()
+    threading.Timer(0.3, down.clear).start()
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=5.0, last_answer=lambda: time.monotonic() - 0.1) is True
+    assert time.monotonic() - t0 < 5.0
+    sender.close()
