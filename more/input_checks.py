@@ -205,11 +205,19 @@ def check_weights(cfg: Any, where: str = "") -> str:
     Raises:
         DataInputError: the file does not load (not a state dict, another architecture, a shape mismatch).
     """
-    from more.model.build import pretrained_source
+    source = cfg.model.pretrained
+    if source == "timm":  # the variant's timm tag (more.model.build.pretrained_source), checked without torch
+        from more.model.variants import TIMM_NAMES
+
+        if cfg.model.variant not in TIMM_NAMES:
+            raise DataInputError(f"{where}model.pretrained='timm': no timm weights are known for variant "
+                                 f"{cfg.model.variant}")
+        return ""
+    if not source or source.startswith("timm:"):
+        return ""  # torch and timm are imported below only when a file is named (dry runs of random-init specs)
     from more.model.weights import is_weights_file
 
-    source = pretrained_source(cfg)
-    if not source or source.startswith("timm:") or not is_weights_file(source):
+    if not is_weights_file(source):
         return ""
     path = Path(source).expanduser()
     if not path.is_file():

@@ -55,6 +55,26 @@ def test_weights_that_fit_load_on_the_meta_device(tiny_root, tmp_path):
     assert check_weights(tiny(tiny_root)) == ""  # random init: nothing to check
 
 
+def test_timm_weights_are_checked_by_name_without_importing_torch(tiny_root):
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from more.config import load_config\n"
+            "from more.input_checks import DataInputError, check_weights\n"
+            "cfg = load_config('synthetic', ['model.variant=vit_tiny', 'model.pretrained=timm'])\n"
+            "assert check_weights(cfg) == ''\n"
+            "try:\n"
+            "    check_weights(load_config('synthetic', ['model.variant=vit_micro', 'model.pretrained=timm']))\n"
+            "except DataInputError as exc:\n"
+            "    print(exc)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["model.pretrained='timm': no timm weights are known for variant vit_micro",
+                                       "False"]
+
+
 def test_devices_of_trials_follow_their_reservation():
     assert check_device("cpu") == "runtime.device cpu"
     assert check_device("cuda", gpus=0.5).startswith("runtime.device cuda")  # two trials per GPU still see cuda:0
