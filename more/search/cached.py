@@ -68,8 +68,10 @@ class SeedCache:
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        from more.outputs import on_disk_full
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with on_disk_full(path, what="the search's seed cache", cleanup=[tmp]), os.fdopen(fd, "wb") as fh:
             np.savez(fh, best_class=self.best_class, best_score=self.best_score, gt=self.gt,
                      meta=np.array([self.num_classes, self.num_images]))
         os.replace(tmp, path)

@@ -8,7 +8,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,11 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def write_text(path: str | os.PathLike, text: str | bytes) -> Path:
-    """Write atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
-    return path
+    """Write atomically (temporary name in the same folder, then rename); a full disk is a DiskFullError and leaves
+    no temporary file."""
+    from more.outputs import atomic_write
+
+    return atomic_write(path, text)
 
 
 def _fmt(value: Any) -> str:
