@@ -125,17 +125,6 @@ def _int(text: Any) -> int | None:
         return None
 
 
-def _search(client: Any, ids: list[str], where: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(ids, filter_string=where, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time DESC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _experiment_ids(client: Any) -> list[str]:
     ids, token = [], None
     while True:
@@ -197,20 +186,20 @@ def read_inference(uri: str, *, spec_name: str, spec_hash: str, records: list[Tr
                    output: str = "seg") -> Inference:
     """The inference runs linked to ``records`` (or tagged with the spec's name and hash) and the authors' runs of
     the spec: the newest per log file, preferring those imported against ``spec_hash``."""
-    from more.report.mlflow_reader import TrackingUnavailable, make_client
+    from more.report.mlflow_reader import TrackingUnavailable, make_client, quote, search_all
 
     try:
         client = make_client(uri)
         ids = _experiment_ids(client)
         by_run = {r.run_id: r for r in records if r.run_id}
         runs = []
-        for run in _search(client, ids, f"tags.`more.kind` = '{INFER_KIND}'") if ids else []:
+        for run in search_all(client, ids, f"tags.`more.kind` = '{INFER_KIND}'") if ids else []:
             tags = run.data.tags
             linked = by_run.get(tags.get("more.train_run_id", ""))
             if linked or (tags.get("more.spec_name") == spec_name and tags.get("more.spec_hash") == spec_hash):
                 runs.append(infer_run(run, linked))
-        quoted = spec_name.replace("'", "\\'")
-        found = _search(client, ids, f"tags.`more.kind` = '{AUTHORS_KIND}' and tags.`more.spec_name` = '{quoted}'")
+        found = search_all(client, ids, f"tags.`more.kind` = '{AUTHORS_KIND}' and tags.`more.spec_name` = "
+                                        f"{quote(spec_name)}")
         authors = [authors_run(client, run, checkpoint, output) for run in _newest_per_log(found, spec_hash)]
     except (TrackingUnavailable, OSError) as exc:
         return Inference(notes=[f"infer and authors' runs not read: {exc}"])

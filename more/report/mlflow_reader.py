@@ -52,11 +52,12 @@ def make_client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def _search(client: Any, ids: list[str], where: str) -> list[Any]:
+def search_all(client: Any, ids: list[str], where: str) -> list[Any]:
+    """Every run of ``ids`` matching ``where``, newest first (all pages)."""
     runs, token = [], None
     while True:
         page = client.search_runs(ids, filter_string=where, max_results=1000, page_token=token,
@@ -93,16 +94,16 @@ def read_mlflow(uri: str, experiment_name: str, spec_name: str, digest: str | No
     if not ids:
         raise NoRuns(f"MLflow at {uri} has no experiments")
     try:
-        named = f"tags.`more.spec_name` = {_quote(spec_name)}"
-        launches = _search(client, ids, f"tags.`more.kind` = 'launch' and {named}"
-                           + (f" and tags.`more.spec_hash` = {_quote(digest)}" if digest else ""))
+        named = f"tags.`more.spec_name` = {quote(spec_name)}"
+        launches = search_all(client, ids, f"tags.`more.kind` = 'launch' and {named}"
+                           + (f" and tags.`more.spec_hash` = {quote(digest)}" if digest else ""))
         if digest is None:
-            newest = launches or _search(client, ids, f"tags.`more.kind` = 'trial' and {named}")
+            newest = launches or search_all(client, ids, f"tags.`more.kind` = 'trial' and {named}")
             if not newest:
                 raise NoRuns(f"MLflow at {uri} has no runs of spec '{spec_name}'")
             digest = newest[0].data.tags.get("more.spec_hash", "")
             launches = [r for r in launches if r.data.tags.get("more.spec_hash") == digest]
-        runs = _search(client, ids, f"tags.`more.kind` = 'trial' and tags.`more.spec_hash` = {_quote(digest)}")
+        runs = search_all(client, ids, f"tags.`more.kind` = 'trial' and tags.`more.spec_hash` = {quote(digest)}")
         if not runs:
             raise NoRuns(f"MLflow at {uri} has no trial runs of spec '{spec_name}' with hash {digest}")
         records = records_from_runs(client, _one_run_per_trial(runs), checkpoint, output)
@@ -141,7 +142,7 @@ def reused_records(client: Any, digest: str, checkpoint: Checkpoint, output: str
     """Runs of earlier launches that the launch of ``digest`` reused (tag ``more.reused_by.<digest>``), named as the
     trials of this spec, with ``origin`` set to where they ran."""
     ids = [e.experiment_id for e in client.search_experiments()]
-    runs = _search(client, ids, f"tags.`{REUSED_BY_TAG}{digest}` != ''")
+    runs = search_all(client, ids, f"tags.`{REUSED_BY_TAG}{digest}` != ''")
     out = []
     for run, record in zip(runs, records_from_runs(client, runs, checkpoint, output)):
         try:
