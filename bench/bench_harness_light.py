@@ -36,19 +36,12 @@ def _spec(folder: Path, name: str, trials: int) -> Path:
     return path
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def light_launch(argv: list[str]) -> None:
     """The child process: ``SPEC STORAGE TRACKING_URI SECONDS SAMPLES_CSV [PROFILE]``; launch and sample the RSS."""
     import functools
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from light_trainer import light_trainer
+    from light_trainer import light_trainer, rss_mb
 
     from more.harness import LaunchOptions, launch
 
@@ -62,7 +55,7 @@ def light_launch(argv: list[str]) -> None:
             fh.write("seconds,trials_done,rss_mb\n")
             while not stop.wait(0.25):
                 done = sum(1 for _ in Path(storage).glob("*/*/run/metrics.json"))
-                fh.write(f"{time.monotonic() - t0:.2f},{done},{_rss_mb():.1f}\n")
+                fh.write(f"{time.monotonic() - t0:.2f},{done},{rss_mb():.1f}\n")
                 fh.flush()
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -37,10 +37,12 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from light_trainer import evaluation_metrics as evaluation  # noqa: E402 -- ~60 metrics named as the trainer's
+
 CONDITIONS = {"baseline": {"lir.cre_weight": 0.0, "lir.ure_weight": 0.0, "gcr.enabled": False},
               "wo_cre": {"lir.cre_weight": 0.0}, "wo_ure": {"lir.ure_weight": 0.0}, "wo_gcr": {"gcr.enabled": False},
               "more": {}}
-OUTPUTS = ("cam", "aux_cam", "lam", "fused", "seg")
 EVALS = (25, 50, 75, 100)  # the iterations each trial evaluated at
 CODE = "benchcode"
 
@@ -58,21 +60,6 @@ def write_spec(out: Path, values: int, seeds: int, *, file: str = "bench_read.ya
     path = out / file
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def evaluation(rng: random.Random, classes: list[str], it: int) -> dict[str, float]:
-    """~60 metrics of one evaluation, named as the trainer reports them."""
-    out: dict[str, float] = {"iter": float(it), "val/cls_f1": rng.uniform(30, 90), "train/loss": rng.uniform(0.1, 2),
-                             "train/cls": rng.uniform(0, 1), "train/seg": rng.uniform(0, 1),
-                             "time/sec_per_iter": rng.uniform(0.1, 1)}
-    for o in OUTPUTS:
-        out.update({f"val/{o}/miou": rng.uniform(10, 80), f"val/{o}/precision": rng.uniform(10, 90),
-                    f"val/{o}/recall": rng.uniform(10, 90), f"val/{o}/confusion": rng.uniform(0, 2)})
-        if o in ("seg", "lam"):
-            for c in classes:
-                out[f"val/{o}/iou/{c}"] = rng.uniform(0, 100)
-                out[f"val/{o}/confusion/{c}"] = rng.uniform(0, 2)
-    return out
 
 
 def log_run(client: Any, exp_id: str, name: str, tags: dict[str, str], params: dict[str, str],

@@ -53,17 +53,10 @@ def write_spec(path: Path, *, name: str, trials: int, evals: int, trial_cpus: fl
     return path
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def launch_child(spec: str, storage: str, uri: str, address: str, seconds: str, samples: str, result: str) -> None:
     """The launch process: times its MLflow calls, samples its RSS against the trials done, launches."""
     import call_timing  # noqa: F401  (installs the call timing: $MORE_BENCH_CALLS_ROLE is "driver" here)
-    from light_trainer import light_trainer
+    from light_trainer import light_trainer, rss_mb
 
     from more.harness import LaunchOptions, launch
 
@@ -75,7 +68,7 @@ def launch_child(spec: str, storage: str, uri: str, address: str, seconds: str, 
             fh.write("seconds,trials_done,rss_mb\n")
             while not stop.wait(0.5):
                 done = sum(1 for _ in Path(storage).glob("*/*/run/metrics.json"))
-                fh.write(f"{time.monotonic() - t0:.2f},{done},{_rss_mb():.1f}\n")
+                fh.write(f"{time.monotonic() - t0:.2f},{done},{rss_mb():.1f}\n")
                 fh.flush()
 
     threading.Thread(target=sample, daemon=True).start()

@@ -106,3 +106,11 @@ def light_trainer(cfg: Any, *, report: Any, resume: str | None = None, run_dir: 
         if last:
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
         report(metrics, str(ckpt))
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (``VmRSS``), NaN where /proc is absent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
