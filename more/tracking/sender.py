@@ -69,8 +69,9 @@ class Sender:
             idle_s: give up once the store has not answered for this long (since the call, or since
                 ``last_answer()``, the monotonic time of its last answer): a store that answers, however slowly
                 (a big upload), is waited for; one that stopped answering is not. While the sender is failing,
-                the time before the call counts too: a store that has been down for ``idle_s`` already is not
-                waited for again (a trial ending deep in an outage frees its slot at once).
+                the time before the call counts too, once a pass holding this work has failed as well: a store that
+                has been down for ``idle_s`` already is tried once more, not waited for again (a trial ending deep in
+                an outage frees its slot at once; one ending after the store came back catches up).
             last_answer: see ``idle_s``.
         """
         start = time.monotonic()
@@ -84,7 +85,7 @@ class Sender:
                     return False
                 if idle_s is not None:
                     last = last_answer() if last_answer is not None else 0.0
-                    if self.failing_since is not None:  # down: since its last answer, or since it first failed
+                    if failed:  # down, and a pass with this work failed: since its last answer or first failure
                         answered = last if last > 0.0 else self.failing_since
                     else:
                         answered = max(start, last)

@@ -68,3 +68,44 @@ def test_a_store_that_comes_back_within_the_limit_is_caught_up():
     assert sender.wait(idle_s=5.0, last_answer=lambda: time.monotonic() - 0.1) is True
     assert time.monotonic() - t0 < 5.0
     sender.close()
+
+
+def test_a_store_back_after_a_long_outage_is_tried_once_more_and_caught_up():
+    """The end of a trial pokes a sender that failed long ago and is backing off: the store came back meanwhile, so
+    the pass the poke starts succeeds and the wait says so (it does not give up before trying)."""
+    down = threading.Event()
+    down.set()
+
+    def work() -> None:
+        if down.is_set():
+            raise ConnectionError("store down")
+
+    sender = Sender(work, backoff=(30.0, 30.0))  # the next retry is far away: only the poke starts a pass
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    down.clear()  # back, but the sender has not tried since
+    sender.poke()  # the trial's end
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=2.0, last_answer=lambda: time.monotonic() - 600.0) is True
+    assert time.monotonic() - t0 < 2.0
+    assert sender.failing_since is None
+    sender.close()
+
+
+def test_a_store_still_down_when_tried_once_more_is_not_waited_for():
+    down = threading.Event()
+    down.set()
+    sender = _down_sender(down)
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sender.poke()  # the trial's end, with the store still down
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=30.0, last_answer=lambda: time.monotonic() - 60.0) is False
+    assert time.monotonic() - t0 < 1.0  # the pass holding the end failed: not another 30 s
+    sender.close()
