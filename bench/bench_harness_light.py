@@ -17,7 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,25 +40,13 @@ def light_launch(argv: list[str]) -> None:
     import functools
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from light_trainer import light_trainer, rss_mb
+    from light_trainer import RssSampler, light_trainer
 
     from more.harness import LaunchOptions, launch
 
     spec, storage, uri, seconds, samples = argv[:5]
     profile = argv[5] if len(argv) > 5 else ""
-    stop = threading.Event()
-    t0 = time.monotonic()
-
-    def sample() -> None:
-        with open(samples, "w") as fh:
-            fh.write("seconds,trials_done,rss_mb\n")
-            while not stop.wait(0.25):
-                done = sum(1 for _ in Path(storage).glob("*/*/run/metrics.json"))
-                fh.write(f"{time.monotonic() - t0:.2f},{done},{rss_mb():.1f}\n")
-                fh.flush()
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = RssSampler(samples, storage, every=0.25)
     profiler = None
     if profile:
         from pyinstrument import Profiler
@@ -71,8 +58,7 @@ def light_launch(argv: list[str]) -> None:
     if profiler is not None:
         profiler.stop()
         Path(profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
-    stop.set()
-    sampler.join()
+    sampler.stop()
     print(json.dumps({"code": result.code, "experiment": result.experiment}))
 
 

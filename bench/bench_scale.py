@@ -56,26 +56,15 @@ def write_spec(path: Path, *, name: str, trials: int, evals: int, trial_cpus: fl
 def launch_child(spec: str, storage: str, uri: str, address: str, seconds: str, samples: str, result: str) -> None:
     """The launch process: times its MLflow calls, samples its RSS against the trials done, launches."""
     import call_timing  # noqa: F401  (installs the call timing: $MORE_BENCH_CALLS_ROLE is "driver" here)
-    from light_trainer import light_trainer, rss_mb
+    from light_trainer import RssSampler, light_trainer
 
     from more.harness import LaunchOptions, launch
 
-    stop = threading.Event()
-    t0 = time.monotonic()
-
-    def sample() -> None:
-        with open(samples, "w") as fh:
-            fh.write("seconds,trials_done,rss_mb\n")
-            while not stop.wait(0.5):
-                done = sum(1 for _ in Path(storage).glob("*/*/run/metrics.json"))
-                fh.write(f"{time.monotonic() - t0:.2f},{done},{rss_mb():.1f}\n")
-                fh.flush()
-
-    threading.Thread(target=sample, daemon=True).start()
+    sampler = RssSampler(samples, storage, every=0.5)
     out = launch(spec, storage=storage, tracking_uri=uri, address=address,
                  trainer=functools.partial(light_trainer, seconds=float(seconds), picture=True),
                  options=LaunchOptions())
-    stop.set()
+    sampler.stop()
     Path(result).write_text(json.dumps({"code": out.code, "experiment": out.experiment, "spec_hash": out.spec_hash,
                                         "parent_run_id": out.parent_run_id}))
 

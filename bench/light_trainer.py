@@ -114,3 +114,29 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class RssSampler:
+    """Writes ``seconds,trials_done,rss_mb`` to a CSV every ``every`` seconds in a daemon thread, ``trials_done``
+    counted as the finished run folders (``metrics.json``) under ``storage``; :meth:`stop` ends it."""
+
+    def __init__(self, samples: str | Path, storage: str | Path, every: float) -> None:
+        import threading
+
+        self._samples, self._storage, self._every = Path(samples), Path(storage), every
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._samples.open("w") as fh:
+            fh.write("seconds,trials_done,rss_mb\n")
+            while not self._stop.wait(self._every):
+                done = sum(1 for _ in self._storage.glob("*/*/run/metrics.json"))
+                fh.write(f"{time.monotonic() - self._t0:.2f},{done},{rss_mb():.1f}\n")
+                fh.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -246,6 +246,12 @@ class _Launch:
                                 f"stopped early); pass --resume to continue it")
         self.say(f"nothing to do: experiment {self.store.name} (spec hash {self.digest}) already ran all "
                  f"{len(rows)} trials in {self.store.path}")
+        if self.opts.tracking and self.store.is_local:  # what an outage at the end of the launch left behind
+            from more.tracking import reconcile
+
+            reconciled = reconcile(self.tracking_uri, self.store.path, same_store=True)
+            for line in filter(None, [reconciled.text(), reconciled.elsewhere_text().rstrip()]):
+                self.say(line)
         code = publish(self.spec, self.digest, self.store, rows, say=self.say, warn=self.warn)
         return LaunchResult(code, self.store.path, self.digest, rows, decisions)
 

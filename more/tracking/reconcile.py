@@ -32,6 +32,7 @@ class Reconciled:
     evaluations: int = 0  # evaluations sent
     ended: int = 0  # runs whose status was set from the outbox
     failed: dict[str, str] = field(default_factory=dict)  # run folder -> why it could not be reconciled
+    elsewhere: dict[str, int] = field(default_factory=dict)  # another store's URI -> its trial folders (skipped)
 
     def text(self) -> str:
         """One line for the launch's output ("" when there was nothing to do)."""
@@ -41,8 +42,17 @@ class Reconciled:
                 f"{self.evaluations} evaluations sent, {self.ended} runs ended")
         if self.failed:
             first = next(iter(self.failed.items()))
-            line += f"; {len(self.failed)} could not be reconciled (e.g. {first[0]}: {first[1]})"
+            line += (f"; {len(self.failed)} could not be reconciled (e.g. {first[0]}: {first[1]}): run the same "
+                     f"`ablate` command again once MLflow answers (nothing is trained again; the runs are caught up "
+                     f"from the run folders)")
         return line
+
+    def elsewhere_text(self) -> str:
+        """A note for trial folders tracked into another store than this call's ("" when there were none)."""
+        from more.database import redact
+
+        return "".join(f"note: {n} trial folders were tracked into {redact(uri)}: pass --tracking-uri with that store "
+                       f"to check their MLflow runs against the run folders\n" for uri, n in self.elsewhere.items())
 
 
 def trial_folders(experiment_folder: str | os.PathLike) -> list[Path]:
@@ -51,12 +61,15 @@ def trial_folders(experiment_folder: str | os.PathLike) -> list[Path]:
     return sorted(p.parent.parent for p in root.glob(f"*/run/{OUTBOX}"))
 
 
-def reconcile(tracking_uri: str | None, experiment_folder: str | os.PathLike) -> Reconciled:
+def reconcile(tracking_uri: str | None, experiment_folder: str | os.PathLike, *,
+              same_store: bool = False) -> Reconciled:
     """Bring the MLflow runs of every trial under ``experiment_folder`` up to their run folders' outboxes.
 
     Args:
         tracking_uri: the store the launch tracked into (None: ``$MLFLOW_TRACKING_URI`` or the embedded default).
         experiment_folder: ``<storage>/<spec name>-<spec hash>`` on a local or shared filesystem.
+        same_store: only the trial folders whose runs were opened in ``tracking_uri`` (a later command that may name
+            another store than the launch did); the others are counted in ``elsewhere``.
 
     Returns:
         What it did; a trial whose run cannot be reached is listed in ``failed`` (it stays as it is, and a later
@@ -65,11 +78,17 @@ def reconcile(tracking_uri: str | None, experiment_folder: str | os.PathLike) ->
     result = Reconciled()
     states = [(folder, read_outbox(folder)) for folder in trial_folders(experiment_folder)]
     states = [(folder, state) for folder, state in states if state.opening is not None]
+    uri = resolve_tracking_uri(tracking_uri)
+    if same_store:
+        for _, state in states:
+            if state.opening.uri != uri:
+                result.elsewhere[state.opening.uri] = result.elsewhere.get(state.opening.uri, 0) + 1
+        states = [(folder, state) for folder, state in states if state.opening.uri == uri]
     result.folders = len(states)
     if not states:
         return result
     try:
-        client = make_client(resolve_tracking_uri(tracking_uri))
+        client = make_client(uri)
         experiments: dict[str, str] = {}  # parent run id -> experiment id, shared by the folders' syncers
         runs = _child_runs(client, {state.opening.parent for _, state in states}, experiments)
     except Exception as exc:  # noqa: BLE001 -- reported like an unreachable run

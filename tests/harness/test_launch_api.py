@@ -177,3 +177,48 @@ def test_a_trial_another_live_launch_trains_is_waited_for_and_reported(proc_root
     decision = {d.trial: d for d in result.decisions}["wo_cre-s1"]
     assert decision.action == REUSE and "trained by another launch meanwhile" in decision.why
     assert sorted(p.name for p in (storage / ".claims").iterdir()) == [f"{ident.key}.json"]  # ours were released
+
+
+def test_running_a_finished_launch_again_catches_its_mlflow_runs_up(proc_root):
+    """A run the store lost (here: deleted, as if its creation had never reached the store) is rebuilt from the run
+    folder when the finished launch is run again; nothing is trained again, a third run finds nothing to send, and a
+    run against another store says where the trials were tracked instead of touching it."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{proc_root / 'catchup.db'}"
+    spec = light_spec(proc_root, "catchup")
+    storage = str(proc_root / "store")
+    lines: list[str] = []
+    first = launch(spec, storage=storage, tracking_uri=uri, trainer=light_train, options=LaunchOptions(rerun=True),
+                   say=lines.append, warn=lines.append)
+    assert first.ok, lines
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(first.parent_run_id).info.experiment_id
+    children = f"tags.`mlflow.parentRunId` = '{first.parent_run_id}'"
+    lost = {r.info.run_name: r for r in client.search_runs([experiment_id], filter_string=children)}["wo_cre-s0"]
+    client.delete_run(lost.info.run_id)
+    trained = (Path(first.experiment) / "wo_cre-s0" / "run" / "metrics.jsonl").read_text()
+
+    lines.clear()
+    again = launch(spec, storage=storage, tracking_uri=uri, trainer=light_train, say=lines.append, warn=lines.append)
+    assert again.ok and lines[0].startswith("nothing to do"), lines
+    assert "MLflow reconciled from 2 trial folders: 1 runs created, 2 evaluations sent, 1 runs ended" in lines, lines
+    runs = {r.info.run_name: r for r in client.search_runs([experiment_id], filter_string=children)}
+    assert sorted(runs) == ["more-s0", "wo_cre-s0"] and runs["wo_cre-s0"].info.run_id != lost.info.run_id
+    rebuilt = runs["wo_cre-s0"]
+    assert rebuilt.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(rebuilt.info.run_id, "val/cls_f1")] == [3, 6]
+    assert rebuilt.data.metrics["val/cls_f1"] == pytest.approx(100.06)
+    assert (Path(first.experiment) / "wo_cre-s0" / "run" / "metrics.jsonl").read_text() == trained
+
+    lines.clear()
+    launch(spec, storage=storage, tracking_uri=uri, trainer=light_train, say=lines.append, warn=lines.append)
+    assert not [line for line in lines if "reconciled" in line], lines
+
+    lines.clear()
+    other = f"sqlite:///{proc_root / 'other.db'}"
+    launch(spec, storage=storage, tracking_uri=other, trainer=light_train, say=lines.append, warn=lines.append)
+    assert f"note: 2 trial folders were tracked into {uri}: pass --tracking-uri with that store to check their " \
+           f"MLflow runs against the run folders" in lines, lines
+    assert not (proc_root / "other.db").exists() or not MlflowClient(other).search_experiments(
+        filter_string="name = 'catchup'")

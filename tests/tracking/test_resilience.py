@@ -279,3 +279,17 @@ def test_a_torn_last_line_of_the_outbox_is_ignored(tmp_path, kind):
     assert (state.opening is not None) == (cut > 0)
     assert sorted(state.evaluations) == ([3] if cut > 1 else [])
     assert state.ending is None
+
+
+def test_a_reconciliation_that_could_not_reach_a_run_says_what_to_run():
+    from more.tracking.reconcile import Reconciled
+
+    result = Reconciled(folders=2, failed={"/s/x-1/a-s0/run": "ConnectionError: refused",
+                                           "/s/x-1/b-s0/run": "ConnectionError: refused"})
+    assert result.text() == (
+        "MLflow reconciled from 2 trial folders: 0 runs created, 0 evaluations sent, 0 runs ended; 2 could not be "
+        "reconciled (e.g. /s/x-1/a-s0/run: ConnectionError: refused): run the same `ablate` command again once MLflow "
+        "answers (nothing is trained again; the runs are caught up from the run folders)")
+    assert Reconciled(elsewhere={"postgresql://me:secret@db/mlflow": 3}).elsewhere_text() == (
+        "note: 3 trial folders were tracked into postgresql://me:***@db/mlflow: pass --tracking-uri with that store "
+        "to check their MLflow runs against the run folders\n")
