@@ -96,6 +96,7 @@ USER_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("more.data.prepare.common", "PrepareError", "error"),
     ("more.data.prepare.sources", "SourceError", "error"),
     ("more.tracking.authors_log", "LogFormatError", "error"),
+    ("more.harness.infer_fanout", "WorkersLost", "error"),
 )
 
 

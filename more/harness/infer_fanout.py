@@ -30,6 +30,19 @@ from more.eval.infer_job import InferPlan
 from more.eval.infer_store import InferStore, batch_grid
 
 CALLS_PER_WORKER = 2  # batches queued on each network worker: the next one is decoded while one runs
+# what a lost process or node raises for a call (never a user error inside the call, which is a RayTaskError)
+LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+        ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
+
+
+class WorkersLost(RuntimeError):
+    """More network workers or CRF inputs were lost than one run replaces; the finished images are kept."""
+
+
+def restart_budget(net_workers: int) -> int:
+    """How many lost network workers one run replaces before it gives up (a node flapping forever is not retried
+    forever): two per worker, at least three."""
+    return max(3, 2 * net_workers)
 
 
 @dataclass
@@ -171,46 +184,94 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     # a GPU worker runs its two queued batches on two threads: one decodes images while the other's forward runs
     worker = NetWorker.options(num_cpus=1, num_gpus=1 if fan.gpus else 0, max_restarts=0,
                                max_concurrency=CALLS_PER_WORKER if fan.gpus else 1)
-    actors = [worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
-              for _ in range(fan.net_workers)]
+
+    def start_worker() -> Any:
+        return worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
+
+    actors = [start_worker() for _ in range(fan.net_workers)]
+    generation = [0] * len(actors)  # bumped when a lost worker is replaced: its calls still in flight are stale
     kwargs = crf_kwargs(cfg)
-    net: dict[Any, tuple[int, list[str]]] = {}  # first return of a batch call -> (actor, CRF names)
+    net: dict[Any, tuple[int, int, tuple[int, ...]]] = {}  # first return of a batch call -> (actor, generation, batch)
     busy = [0] * len(actors)
-    crf: set[Any] = set()
+    crf: dict[Any, tuple[int, ...]] = {}  # CRF task -> its batch
     crf_cap = 2 * fan.crf_slots  # CRF inputs in flight: bounds the object store's memory
+    requeued: set[tuple[int, ...]] = set()  # batches put back after a loss and not dispatched again yet
+    lost, budget = 0, restart_budget(fan.net_workers)
     finished = False
+
+    def put_back(batch: tuple[int, ...], exc: BaseException, what: str | None) -> None:
+        """A call lost with its process or node: its batch runs again (what it recorded stays recorded). ``what``
+        names a new loss (counted, logged); None is a call that failed with a loss already counted."""
+        nonlocal lost
+        if what is not None:
+            lost += 1
+            if lost > budget:
+                raise WorkersLost(f"infer: {lost} losses of a network worker or CRF input in this run (more than "
+                                  f"{budget}), the last by {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
+                                  f"the finished images are kept in {plan.out}: run the same command again to "
+                                  f"continue") from None
+            log(f"infer: {what} lost ({type(exc).__name__}); its batches run again ({lost} of {budget} losses one "
+                f"run replaces)")
+        if batch not in requeued:
+            requeued.add(batch)
+            todo.appendleft(list(batch))
+
     try:
         while todo or net or crf:
             for a in range(len(actors)):
                 while todo and busy[a] < CALLS_PER_WORKER and len(crf) < crf_cap:
                     indices = todo.popleft()
+                    batch = tuple(indices)
+                    requeued.discard(batch)
                     first, second = store.missing(names[i] for i in indices)
+                    if not (first or second):  # a batch put back after a loss that has everything by now
+                        continue
                     batch_names = [names[i] for i in indices]
                     crf_names = [n for n in batch_names if n in second] if options.crf else []
                     refs = actors[a].batch.options(num_returns=1 + len(crf_names)).remote(
                         indices, sorted(first), crf_names)
                     refs = refs if isinstance(refs, list) else [refs]
-                    net[refs[0]] = (a, crf_names)
+                    net[refs[0]] = (a, generation[a], batch)
                     busy[a] += 1
                     for job in refs[1:]:
-                        crf.add(crf_task.remote(job, options.task, kwargs, k))
+                        crf[crf_task.remote(job, options.task, kwargs, k)] = batch
             waiting = [*net, *crf]
+            if not waiting:
+                continue
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             if ready:
                 rest = [r for r in waiting if r not in set(ready)]
                 more_ready, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
                 ready = [*ready, *more_ready]
             for ref in ready:
-                try:
-                    value = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    raise _cause(exc) from None
                 if ref in net:
-                    a, _ = net.pop(ref)
-                    busy[a] -= 1
+                    a, gen, batch = net.pop(ref)
+                    current = gen == generation[a]
+                    if current:
+                        busy[a] -= 1
+                    try:
+                        value = ray.get(ref)
+                    except LOST as exc:
+                        if current:  # the first of its calls to fail: replace the worker (Ray places it anew)
+                            generation[a] += 1
+                            busy[a] = 0
+                            ray.kill(actors[a])
+                            actors[a] = start_worker()
+                        put_back(batch, exc, f"network worker {a + 1}" if current else None)
+                        continue
+                    except ray.exceptions.RayError as exc:
+                        raise _cause(exc) from None
                     store.submit_net(value)
                 else:
-                    crf.discard(ref)
+                    batch = crf.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except LOST as exc:  # its input went with a network worker (counted there) or its node
+                        actor_gone = isinstance(exc, ray.exceptions.RayActorError)
+                        put_back(batch, exc, None if actor_gone else "a CRF task's input")
+                        continue
+                    except ray.exceptions.RayError as exc:
+                        raise _cause(exc) from None
                     store.submit_crf([value])
             store.raise_error()
         finished = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -82,3 +83,84 @@ def test_infer_on_the_embedded_ray_with_two_network_workers(ckpt_and_reference, 
     while marked_pids(str(proc_root)) and time.monotonic() < deadline:  # the embedded Ray stopped itself
         time.sleep(0.5)
     assert marked_pids(str(proc_root)) == []
+
+
+def busy_network_workers(root: Path) -> list[int]:
+    """This test's Ray processes whose network worker runs a call (Ray titles an actor's process
+    ``ray::NetWorker.__init__`` while it is built, ``ray::NetWorker.batch`` while it runs a call)."""
+    found = []
+    for pid in marked_pids(str(root)):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(b"ray::NetWorker.batch"):
+            found.append(pid)
+    return found
+
+
+@pytest.fixture(scope="module")
+def longer_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A checkpoint over a 96-image train split and its in-process ``masks`` inference: long enough (seconds) for a
+    network worker to be killed in the middle of it."""
+    import torch
+
+    from more.config import load_config
+    from more.data import ensure_dataset
+    from more.model import build_model
+    from more.train.checkpoint import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("longer")
+    cfg = load_config("synthetic", [*TINY, f"data.root={folder / 'data'}", "data.synth_train=96", "runtime.device=cpu",
+                                    "eval.batch_size=3"])
+    ensure_dataset(cfg, progress=lambda *_: None)
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    ckpt = save_checkpoint(folder / "run", iteration=5, model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
+                           data_state={"epoch": 0, "position": 0}, cfg=cfg, keep=1)
+    reference = folder / "reference"
+    assert main(["infer", str(ckpt), *ARGS, "--workers", "1", "--out", str(reference)]) == 0
+    return ckpt, reference
+
+
+def test_a_network_worker_killed_mid_run_is_replaced_and_the_run_ends_with_the_in_process_bytes(
+        longer_run, proc_root, tmp_path):
+    """A network worker's process is SIGKILLed (by PID) while it runs a batch: the driver replaces it, runs its
+    lost batches again, and the outputs are still the bytes of the in-process run."""
+    import os
+    import signal
+
+    ckpt, reference = longer_run
+    out = tmp_path / "killed"
+    log = (tmp_path / "infer.log").open("w")
+    proc = subprocess.Popen([PYTHON, "-m", "more", "infer", str(ckpt), *ARGS, "--out", str(out), "--net-workers", "2",
+                             "--workers", "1"], env=process_env(proc_root), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not (victims := busy_network_workers(proc_root)):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "infer.log").read_text()[-3000:]
+            time.sleep(0.02)
+        os.kill(victims[0], signal.SIGKILL)
+        assert proc.wait(timeout=300) == 0, (tmp_path / "infer.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    text = (tmp_path / "infer.log").read_text()
+    assert re.search(r"infer: network worker [12] lost \(ActorDiedError\); its batches run again \(1 of 4 losses one "
+                     r"run replaces\)", text), text[-3000:]
+    assert "2 CPU network worker(s)" in text and "96 images (96 this run)" in text, text[-3000:]
+    assert_like_reference(out, reference)
+
+
+def test_a_run_that_loses_more_workers_than_it_replaces_stops_with_one_line_and_keeps_its_images():
+    import ray
+
+    from more.harness.infer_fanout import LOST, WorkersLost, restart_budget
+
+    assert restart_budget(1) == 3 and restart_budget(2) == 4 and restart_budget(8) == 16
+    assert issubclass(ray.exceptions.ActorDiedError, LOST) and issubclass(ray.exceptions.NodeDiedError, LOST)
+    assert not issubclass(ray.exceptions.RayTaskError, LOST)  # an error inside the call is the user's, not a loss
+    from more.__main__ import user_error_line
+
+    assert user_error_line(WorkersLost("infer: 4 losses ...")) == "error: infer: 4 losses ..."
