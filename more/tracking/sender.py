@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
+RETRY_S = 5.0  # deep in an outage, how long a wait gives the one more try (a client may sit in its own retries)
 
 
 class Sender:
@@ -60,7 +61,8 @@ class Sender:
             return self._done >= self._wanted
 
     def wait(self, *, timeout_s: float | None = None, give_up_on_failure: bool = False,
-             idle_s: float | None = None, last_answer: Callable[[], float] | None = None) -> bool:
+             idle_s: float | None = None, last_answer: Callable[[], float] | None = None,
+             retry_s: float = RETRY_S) -> bool:
         """Wait until every poke so far is done. Returns whether it caught up.
 
         Args:
@@ -69,10 +71,12 @@ class Sender:
             idle_s: give up once the store has not answered for this long (since the call, or since
                 ``last_answer()``, the monotonic time of its last answer): a store that answers, however slowly
                 (a big upload), is waited for; one that stopped answering is not. While the sender is failing,
-                the time before the call counts too, once a pass holding this work has failed as well: a store that
-                has been down for ``idle_s`` already is tried once more, not waited for again (a trial ending deep in
-                an outage frees its slot at once; one ending after the store came back catches up).
+                the time before the call counts too: a store that has been down for ``idle_s`` already is tried
+                once more, for at most ``retry_s`` unless it answers meanwhile, and not waited for again (a trial
+                ending deep in an outage frees its slot within seconds; one ending after the store came back catches
+                up).
             last_answer: see ``idle_s``.
+            retry_s: see ``idle_s``.
         """
         start = time.monotonic()
         deadline = None if timeout_s is None else start + timeout_s
@@ -85,10 +89,13 @@ class Sender:
                     return False
                 if idle_s is not None:
                     last = last_answer() if last_answer is not None else 0.0
-                    if failed:  # down, and a pass with this work failed: since its last answer or first failure
-                        answered = last if last > 0.0 else self.failing_since
-                    else:
-                        answered = max(start, last)
+                    answered = max(start, last)
+                    if self.failing_since is not None:  # down: since its last answer, or since it first failed
+                        down_since = last if last > 0.0 else self.failing_since
+                        if failed:  # the pass holding this work failed too
+                            answered = down_since
+                        elif last < start and now - down_since >= idle_s:  # trying once more, no answer yet
+                            answered = start - idle_s + min(idle_s, retry_s)
                     if now - answered >= idle_s:
                         return False
                 if deadline is not None and now >= deadline:

@@ -109,3 +109,32 @@ def test_a_store_still_down_when_tried_once_more_is_not_waited_for():
     assert sender.wait(idle_s=30.0, last_answer=lambda: time.monotonic() - 60.0) is False
     assert time.monotonic() - t0 < 1.0  # the pass holding the end failed: not another 30 s
     sender.close()
+
+
+def test_one_more_try_that_hangs_deep_in_an_outage_is_given_up_after_the_retry_time():
+    """The pass holding the trial's end hangs (a client sitting in its own retries against a dead store): the wait
+    gives up after ``retry_s``, not after the idle limit."""
+    down = threading.Event()
+    down.set()
+    release = threading.Event()
+    passes = []
+
+    def work() -> None:
+        passes.append(time.monotonic())
+        if len(passes) > 1:
+            release.wait(10.0)  # the one more try hangs
+        if down.is_set():
+            raise ConnectionError("store down")
+
+    sender = Sender(work, backoff=(30.0, 30.0))
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sender.poke()  # the trial's end
+    t0 = time.monotonic()
+    assert sender.wait(idle_s=30.0, last_answer=lambda: time.monotonic() - 600.0, retry_s=0.5) is False
+    assert 0.4 < time.monotonic() - t0 < 3.0 and len(passes) == 2  # it did try once more
+    release.set()
+    sender.close()
