@@ -5,6 +5,12 @@ Bar charts are small multiples with a shared y axis: a panel per protocol or met
 in every panel, its mean written above it, the spread over seeds as an error bar and each seed as a dot; the paper's
 value is a black line across the bar it belongs to, the authors' run a hatched bar, and a cell without a number
 keeps its place with the table's word for why. Heat maps write each cell's value in it.
+
+A big grid (hundreds of conditions) gets a dense figure a screen still holds instead of one hundreds of inches wide
+that takes a minute to draw: past :data:`DENSE_BARS` bars in a panel the panels are stacked, the bars narrow, the
+means stay in the table (no number per bar), and the labels turn upright; past :data:`DENSE_CELLS` cells a heat
+map writes no value in them, and past :data:`DENSE_LINES` rows or columns those narrow. The tables next to the
+figures always have every number.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from more.report.charts import BarChart, HeatMap
 _COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac",
            "#eeca3b"]
 _AUTHORS = "#dddddd"
+DENSE_BARS = 40  # bars in a panel past which a bar chart is drawn dense
+DENSE_CELLS = 1500  # cells past which a heat map writes no value in them
+DENSE_LINES = 40  # rows (columns) past which a heat map's rows (columns) narrow and their labels shrink
+MAX_WIDTH_IN = 40.0  # a dense bar chart's widest panel, inches (4,400 pixels)
 
 
 def _png(fig: object) -> bytes:
@@ -46,11 +56,13 @@ def bar_png(chart: BarChart) -> bytes:
     from matplotlib.patches import Patch
 
     panels = chart.panels
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
     most = max(len(p.bars) for p in panels)
-    width = max(3.4, 0.62 * most + 1.4)
-    fig = _new_figure(width * ncols + 0.6, 3.5 * nrows + 1.3)
+    dense = most > DENSE_BARS
+    ncols = 1 if dense else min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    width = min(MAX_WIDTH_IN, 0.1 * most + 1.4) if dense else max(3.4, 0.62 * most + 1.4)
+    label_in = 0.06 * max(len(b.label) for p in panels for b in p.bars) if dense else 0.0  # upright labels
+    fig = _new_figure(width * ncols + 0.6, (3.5 + label_in) * nrows + 1.3)
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     keys = list(dict.fromkeys(b.color_key or b.label for p in panels for b in p.bars if not b.authors))
     color = {key: _COLORS[i % len(_COLORS)] for i, key in enumerate(keys)}
@@ -59,6 +71,9 @@ def bar_png(chart: BarChart) -> bytes:
     seen = set()
     for idx, panel in enumerate(panels):
         ax = axes[idx // ncols][idx % ncols]
+        ours: dict[str, list] = {"x": [], "mean": [], "face": []}  # drawn in one call each: a panel may have hundreds
+        spread: dict[str, list] = {"x": [], "mean": [], "std": []}
+        dots: dict[str, list] = {"x": [], "y": []}
         for x, bar in enumerate(panel.bars):
             stat = bar.stat
             if stat.mean is None:
@@ -66,23 +81,33 @@ def bar_png(chart: BarChart) -> bytes:
                         fontsize=8, color="#666666")
                 seen.add("status")
                 continue
-            face = _AUTHORS if bar.authors else color[bar.color_key or bar.label]
-            ax.bar(x, stat.mean, width=0.7, color=face, edgecolor="#333333" if bar.authors else face,
-                   hatch="//" if bar.authors else None, zorder=2)
+            if bar.authors:
+                ax.bar(x, stat.mean, width=0.7, color=_AUTHORS, edgecolor="#333333", hatch="//", zorder=2)
+            else:
+                for key, value in (("x", x), ("mean", stat.mean), ("face", color[bar.color_key or bar.label])):
+                    ours[key].append(value)
             if stat.std is not None:
-                ax.errorbar(x, stat.mean, yerr=stat.std, color="#222222", capsize=4, linewidth=1.2, zorder=3)
+                for key, value in (("x", x), ("mean", stat.mean), ("std", stat.std)):
+                    spread[key].append(value)
                 seen.add("std")
             if not bar.authors:
-                offsets = [(i - (len(bar.values) - 1) / 2) * min(0.1, 0.5 / len(bar.values))
-                           for i in range(len(bar.values))]
-                ax.scatter([x + o for o in offsets], bar.values, s=14, color="black", zorder=4)
+                step = min(0.1, 0.5 / len(bar.values))
+                dots["x"] += [x + (i - (len(bar.values) - 1) / 2) * step for i in range(len(bar.values))]
+                dots["y"] += bar.values
                 seen.add("seed")
-            # inside the bar, at its foot: clear of the error bar, the seed dots and the paper line
-            ax.text(x, ymax * 0.02, f"{stat.mean:.1f}", ha="center", va="bottom", fontsize=8.5, zorder=5,
-                    color="black" if bar.authors else "white", fontweight="bold",
-                    bbox={"boxstyle": "square,pad=0.1", "facecolor": _AUTHORS, "edgecolor": "none"}
-                    if bar.authors else None)
+            if not dense:  # inside the bar, at its foot: clear of the error bar, the seed dots and the paper line
+                ax.text(x, ymax * 0.02, f"{stat.mean:.1f}", ha="center", va="bottom", fontsize=8.5, zorder=5,
+                        color="black" if bar.authors else "white", fontweight="bold",
+                        bbox={"boxstyle": "square,pad=0.1", "facecolor": _AUTHORS, "edgecolor": "none"}
+                        if bar.authors else None)
             seen.add("authors" if bar.authors else "mean")
+        if ours["x"]:
+            ax.bar(ours["x"], ours["mean"], width=0.7, color=ours["face"], edgecolor=ours["face"], zorder=2)
+        if spread["x"]:
+            ax.errorbar(spread["x"], spread["mean"], yerr=spread["std"], color="#222222", capsize=2 if dense else 4,
+                        linewidth=1.2, linestyle="none", zorder=3)
+        if dots["x"]:
+            ax.scatter(dots["x"], dots["y"], s=6 if dense else 14, color="black", zorder=4)
         for x, bar in enumerate(panel.bars):
             if bar.paper is not None:
                 ax.plot([x - 0.42, x + 0.42], [bar.paper, bar.paper], color="black", linewidth=2.2, zorder=6)
@@ -90,7 +115,11 @@ def bar_png(chart: BarChart) -> bytes:
                         zorder=7, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none",
                                         "alpha": 0.8})
                 seen.add("paper")
-        ax.set_xticks(range(len(panel.bars)), [_tick(b.label) for b in panel.bars], fontsize=8)
+        if dense:
+            ax.set_xticks(range(len(panel.bars)), [b.label.replace("\n", " ") for b in panel.bars], fontsize=6,
+                          rotation=90)
+        else:
+            ax.set_xticks(range(len(panel.bars)), [_tick(b.label) for b in panel.bars], fontsize=8)
         ax.set_xlim(-0.6, len(panel.bars) - 0.4)
         ax.set_title("\n".join(textwrap.wrap(panel.title, 44)), fontsize=8.5)
         ax.grid(axis="y", alpha=0.3, zorder=0)
@@ -126,16 +155,24 @@ def heatmap_png(heat: HeatMap) -> bytes:
     import numpy as np
 
     data = np.array([[math.nan if v is None else v for v in row] for row in heat.values], dtype=float)
-    fig = _new_figure(max(4.0, 1.15 * len(heat.columns) + 2.6), 0.3 * len(heat.rows) + 1.9)
+    dense = len(heat.rows) * len(heat.columns) > DENSE_CELLS
+    tall, wide = len(heat.rows) > DENSE_LINES, len(heat.columns) > DENSE_LINES
+    width = min(MAX_WIDTH_IN, 0.15 * len(heat.columns) + 2.6 + 0.06 * max(map(len, heat.rows))) if wide else \
+        max(4.0, 1.15 * len(heat.columns) + 2.6)
+    label_in = 0.06 * max(map(len, heat.columns)) if wide else 0.0  # upright column labels
+    fig = _new_figure(width, (0.12 if tall else 0.3) * len(heat.rows) + 1.9 + label_in)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto")
-    for i, row in enumerate(heat.values):
+    for i, row in enumerate([] if dense else heat.values):
         for j, value in enumerate(row):
             text = "–" if value is None else f"{value:.1f}"
             dark = value is not None and value < 60
             ax.text(j, i, text, ha="center", va="center", fontsize=7.5, color="white" if dark else "black")
-    ax.set_xticks(range(len(heat.columns)), ["\n".join(textwrap.wrap(c, 16)) for c in heat.columns], fontsize=8)
-    ax.set_yticks(range(len(heat.rows)), heat.rows, fontsize=8)
+    if wide:
+        ax.set_xticks(range(len(heat.columns)), heat.columns, fontsize=5.5, rotation=90)
+    else:
+        ax.set_xticks(range(len(heat.columns)), ["\n".join(textwrap.wrap(c, 16)) for c in heat.columns], fontsize=8)
+    ax.set_yticks(range(len(heat.rows)), heat.rows, fontsize=5.5 if tall else 8)
     ax.xaxis.tick_top()
     if heat.rows and heat.rows[-1] == "mean":
         ax.axhline(len(heat.rows) - 1.5, color="white", linewidth=2)
