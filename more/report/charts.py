@@ -58,7 +58,8 @@ class HeatMap:
 
 def table3_chart(groups: list[Group], *, output: str, paper_rows: dict[str, dict[str, float]] | None,
                  authors: list[tuple[str, str, dict[str, float]]], title: str) -> BarChart:
-    """A panel per metric (Precision over the classes where it is defined, Recall, mIoU), a bar per condition.
+    """A panel per metric (Precision over the classes where it is defined, Recall, mIoU), a bar per condition (per
+    condition and sweep point, in the condition's colour).
 
     Args:
         authors: (label, condition, {metric: value}) per authors' run, drawn beside our bars.
@@ -69,7 +70,8 @@ def table3_chart(groups: list[Group], *, output: str, paper_rows: dict[str, dict
         for g in groups:
             values = list(g.metric_values(metric, output).values())
             paper = (paper_rows or {}).get(g.condition, {}).get(metric) if not g.sweep else None
-            bars.append(BarItem(g.label, values, "" if values else "no result", paper=paper))
+            bars.append(BarItem(g.label, values, "" if values else "no result", paper=paper,
+                                color_key=g.condition))  # a condition's sweep points share its colour
         for name, _condition, metrics in authors:
             value = metrics.get(metric)
             ok = value is not None and math.isfinite(value)

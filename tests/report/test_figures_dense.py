@@ -58,3 +58,14 @@ def test_a_heat_map_of_hundreds_of_conditions_fits_the_widest_figure(rows, colum
     width, height = size(heatmap_png(heat(rows, columns)))
     assert width <= MAX_WIDTH_IN * DPI + 1
     assert height <= ((0.12 if rows > DENSE_LINES else 0.3) * rows + 1.9 + 0.06 * len(f"cond {columns - 1}")) * DPI + 1
+
+
+def test_the_sweep_points_of_a_condition_share_its_colour():
+    from more.report.charts import table3_chart
+    from more.report.tables import Group
+
+    groups = [Group(c, {"loss.energy_weight": w}, []) for c in ("baseline", "more") for w in (0.1, 0.2, 0.3)]
+    chart3 = table3_chart(groups, output="seg", paper_rows=None, authors=[], title="Table 3")
+    for panel in chart3.panels:
+        assert [b.color_key for b in panel.bars] == ["baseline"] * 3 + ["more"] * 3
+        assert len({b.label for b in panel.bars}) == 6
