@@ -25,17 +25,16 @@ ARGS = ["--no-tracking", "--task", "masks", "--split", "train"]
 FOLDERS = ("seeds", "masks", "maps")
 
 
-@pytest.fixture(scope="module")
-def ckpt_and_reference(tiny_root, tmp_path_factory) -> tuple[Path, Path]:
-    """A random-init vit_micro checkpoint of the tiny recipe and its in-process ``masks`` inference."""
+def checkpoint_and_reference(folder: Path, *overrides: str) -> tuple[Path, Path]:
+    """A random-init vit_micro checkpoint of the tiny recipe with ``overrides`` in ``folder``, and its in-process
+    ``masks`` inference."""
     import torch
 
     from more.config import load_config
     from more.model import build_model
     from more.train.checkpoint import save_checkpoint
 
-    folder = tmp_path_factory.mktemp("fanout")
-    cfg = load_config("synthetic", [*TINY, f"data.root={tiny_root}", "runtime.device=cpu", "eval.batch_size=3"])
+    cfg = load_config("synthetic", [*TINY, *overrides, "runtime.device=cpu", "eval.batch_size=3"])
     torch.manual_seed(1)
     model = build_model(cfg)
     ckpt = save_checkpoint(folder / "run", iteration=5, model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
@@ -43,6 +42,12 @@ def ckpt_and_reference(tiny_root, tmp_path_factory) -> tuple[Path, Path]:
     reference = folder / "reference"
     assert main(["infer", str(ckpt), *ARGS, "--workers", "1", "--out", str(reference)]) == 0
     return ckpt, reference
+
+
+@pytest.fixture(scope="module")
+def ckpt_and_reference(tiny_root, tmp_path_factory) -> tuple[Path, Path]:
+    """The checkpoint over the tiny set's 16 train images and its in-process ``masks`` inference."""
+    return checkpoint_and_reference(tmp_path_factory.mktemp("fanout"), f"data.root={tiny_root}")
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -103,24 +108,13 @@ def busy_network_workers(root: Path) -> list[int]:
 def longer_run(tmp_path_factory) -> tuple[Path, Path]:
     """A checkpoint over a 96-image train split and its in-process ``masks`` inference: long enough (seconds) for a
     network worker to be killed in the middle of it."""
-    import torch
-
     from more.config import load_config
     from more.data import ensure_dataset
-    from more.model import build_model
-    from more.train.checkpoint import save_checkpoint
 
     folder = tmp_path_factory.mktemp("longer")
-    cfg = load_config("synthetic", [*TINY, f"data.root={folder / 'data'}", "data.synth_train=96", "runtime.device=cpu",
-                                    "eval.batch_size=3"])
-    ensure_dataset(cfg, progress=lambda *_: None)
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    ckpt = save_checkpoint(folder / "run", iteration=5, model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
-                           data_state={"epoch": 0, "position": 0}, cfg=cfg, keep=1)
-    reference = folder / "reference"
-    assert main(["infer", str(ckpt), *ARGS, "--workers", "1", "--out", str(reference)]) == 0
-    return ckpt, reference
+    data = [f"data.root={folder / 'data'}", "data.synth_train=96"]
+    ensure_dataset(load_config("synthetic", [*TINY, *data]), progress=lambda *_: None)
+    return checkpoint_and_reference(folder, *data)
 
 
 def test_a_network_worker_killed_mid_run_is_replaced_and_the_run_ends_with_the_in_process_bytes(

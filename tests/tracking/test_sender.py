@@ -9,12 +9,21 @@ import time
 from more.tracking.sender import Sender
 
 
-def _down_sender(fail_for: threading.Event) -> Sender:
+def _down_sender(fail_for: threading.Event, backoff: float = 0.05) -> Sender:
     def work() -> None:
         if fail_for.is_set():
             raise ConnectionError("store down")
 
-    return Sender(work, backoff=(0.05, 0.05))
+    return Sender(work, backoff=(backoff, backoff))
+
+
+def _failing(sender: Sender) -> None:
+    """Poke ``sender`` and return once its pass has failed."""
+    sender.poke()
+    deadline = time.monotonic() + 10
+    while sender.failing_since is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_a_store_down_longer_than_the_idle_limit_is_not_waited_for_again():
@@ -22,11 +31,7 @@ def test_a_store_down_longer_than_the_idle_limit_is_not_waited_for_again():
     down.set()
     sender = _down_sender(down)
     answered = time.monotonic() - 60.0  # its last answer, a minute ago
-    sender.poke()
-    deadline = time.monotonic() + 10
-    while sender.failing_since is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _failing(sender)
     t0 = time.monotonic()
     assert sender.wait(idle_s=30.0, last_answer=lambda: answered) is False
     assert time.monotonic() - t0 < 1.0  # not another 30 s
@@ -37,11 +42,7 @@ def test_a_store_that_never_answered_counts_from_its_first_failure():
     down = threading.Event()
     down.set()
     sender = _down_sender(down)
-    sender.poke()
-    deadline = time.monotonic() + 10
-    while sender.failing_since is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _failing(sender)
     time.sleep(0.3)
     t0 = time.monotonic()
     assert sender.wait(idle_s=0.5, last_answer=lambda: 0.0) is False
@@ -75,17 +76,8 @@ def test_a_store_back_after_a_long_outage_is_tried_once_more_and_caught_up():
     the pass the poke starts succeeds and the wait says so (it does not give up before trying)."""
     down = threading.Event()
     down.set()
-
-    def work() -> None:
-        if down.is_set():
-            raise ConnectionError("store down")
-
-    sender = Sender(work, backoff=(30.0, 30.0))  # the next retry is far away: only the poke starts a pass
-    sender.poke()
-    deadline = time.monotonic() + 10
-    while sender.failing_since is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    sender = _down_sender(down, backoff=30.0)  # the next retry is far away: only the poke starts a pass
+    _failing(sender)
     down.clear()  # back, but the sender has not tried since
     sender.poke()  # the trial's end
     t0 = time.monotonic()
@@ -99,11 +91,7 @@ def test_a_store_still_down_when_tried_once_more_is_not_waited_for():
     down = threading.Event()
     down.set()
     sender = _down_sender(down)
-    sender.poke()
-    deadline = time.monotonic() + 10
-    while sender.failing_since is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _failing(sender)
     sender.poke()  # the trial's end, with the store still down
     t0 = time.monotonic()
     assert sender.wait(idle_s=30.0, last_answer=lambda: time.monotonic() - 60.0) is False
@@ -127,11 +115,7 @@ def test_one_more_try_that_hangs_deep_in_an_outage_is_given_up_after_the_retry_t
             raise ConnectionError("store down")
 
     sender = Sender(work, backoff=(30.0, 30.0))
-    sender.poke()
-    deadline = time.monotonic() + 10
-    while sender.failing_since is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _failing(sender)
     sender.poke()  # the trial's end
     t0 = time.monotonic()
     assert sender.wait(idle_s=30.0, last_answer=lambda: time.monotonic() - 600.0, retry_s=0.5) is False
