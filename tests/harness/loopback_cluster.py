@@ -1,4 +1,4 @@
-"""Test helpers: a two-node Ray cluster on loopback (head 127.0.0.2, worker 127.0.0.3) and process bookkeeping.
+"""Test helpers: a Ray cluster on loopback (head 127.0.0.2, workers 127.0.0.3, .4, ...) and process bookkeeping.
 
 Every process is started by the test with a private ``HOME`` and ``TMPDIR`` (a short folder under /tmp), so all
 of them, and everything they spawn, carry that folder in their environment. Stopping means SIGKILL by PID: the
@@ -140,43 +140,105 @@ def _port_args(host: str, *, head: bool) -> tuple[list[str], int]:
     return ([f"--port={gcs}"] if head else []) + args, gcs
 
 
+def worker_ip(i: int) -> str:
+    """Worker node ``i``'s address: 127.0.0.3, .4, ..."""
+    return f"127.0.0.{3 + i}"
+
+
+def comm(pid: int) -> str:
+    """The process's name ("" when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class LoopbackCluster:
-    """``ray start --block`` head on 127.0.0.2 and worker on 127.0.0.3, one CPU each, token auth."""
+    """``ray start --block``: a head on 127.0.0.2 and ``workers`` worker nodes on 127.0.0.3, .4, ..., token auth,
+    fast node-death detection (a killed node is noticed in seconds).
 
-    def __init__(self, root: Path, token: str, *, cpus_per_node: int = 1) -> None:
-        self.root = root
-        self.token = token
+    Args:
+        root: the processes' private HOME and TMPDIR (short: Ray's socket paths).
+        cpus_per_node: CPUs each worker node declares (and the head, unless ``head_cpus`` is given).
+        workers: worker nodes started by :meth:`start`.
+        gpus_per_node: GPUs each worker node declares (the head declares none).
+        extra_env: added to every process's environment.
+        logs: where each node's ``ray start`` output goes (default: ``root``).
+    """
+
+    def __init__(self, root: Path, token: str, *, cpus_per_node: int = 1, workers: int = 1, gpus_per_node: int = 0,
+                 head_cpus: int | None = None, extra_env: dict[str, str] | None = None,
+                 logs: Path | None = None) -> None:
+        self.root, self.token, self.workers = root, token, workers
+        self.cpus, self.gpus = cpus_per_node, gpus_per_node
+        self.head_cpus = cpus_per_node if head_cpus is None else head_cpus
+        self.logs = logs or root
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.env = process_env(root, token=token)
-        # faster node-death detection than the defaults (tens of seconds) for the raylet-kill test
         self.env.update(RAY_health_check_period_ms="1000", RAY_health_check_timeout_ms="1000",
-                        RAY_health_check_failure_threshold="3")
-        self.cpus = cpus_per_node
-        self.head: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
+                        RAY_health_check_failure_threshold="3", **(extra_env or {}))
         self.address = ""
-        self.tracked: set[int] = set()
+        self.procs: dict[str, subprocess.Popen] = {}
 
-    def _start(self, args: list[str], log: str) -> subprocess.Popen:
-        with open(self.root / log, "ab") as fh:
-            proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", f"--num-cpus={self.cpus}",
-                                     "--num-gpus=0", *args], env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+    @property
+    def head(self) -> subprocess.Popen | None:
+        return self.procs.get("head")
+
+    @property
+    def worker(self) -> subprocess.Popen | None:
+        return self.procs.get("worker0")
+
+    def _start(self, name: str, args: list[str], *, cpus: int, gpus: int) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "ab") as fh:
+            proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", f"--num-cpus={cpus}",
+                                     f"--num-gpus={gpus}", *args], env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        self.tracked.add(proc.pid)
+        self.procs[name] = proc
         return proc
 
-    def start(self, timeout: float = 120.0) -> None:
-        ports, gcs = _port_args(HEAD_IP, head=True)
-        self.address = f"{HEAD_IP}:{gcs}"
-        self.head = self._start(["--head", f"--node-ip-address={HEAD_IP}", "--include-dashboard=false",
-                                 f"--temp-dir={self.root / 'ray'}", *ports], "head.log")
-        self.wait_nodes(1, timeout)
-        self.start_worker(timeout)
+    def start_head(self, timeout: float = 120.0, *, tries: int = 3) -> list[dict]:
+        """The head alone, started again on new ports when it does not come up (see :meth:`start`)."""
+        for attempt in range(1, tries + 1):
+            ports, gcs = _port_args(HEAD_IP, head=True)
+            self.address = f"{HEAD_IP}:{gcs}"
+            self._start("head", ["--head", f"--node-ip-address={HEAD_IP}", "--include-dashboard=false",
+                                 f"--temp-dir={self.root / 'ray'}", *ports], cpus=self.head_cpus, gpus=0)
+            try:
+                return self.wait_nodes(1, timeout / tries)
+            except (TimeoutError, RuntimeError):
+                self._kill_node("head")
+                if attempt == tries:
+                    raise
+                print(f"  the Ray head did not come up (see {self.logs}); again on new ports", flush=True)
+        raise AssertionError("unreachable")
 
-    def start_worker(self, timeout: float = 120.0) -> None:
-        ports, _ = _port_args(WORKER_IP, head=False)
-        self.worker = self._start([f"--address={self.address}", f"--node-ip-address={WORKER_IP}", *ports],
-                                  "worker.log")
-        self.wait_nodes(2, timeout)
+    def start(self, timeout: float = 120.0, *, tries: int = 3) -> list[dict]:
+        """The head, then the workers one by one. A node that does not come up (its raylet died at start with
+        ``bind: Address already in use``: a port picked free was taken before it bound it, which happens on a busy
+        machine) is killed and started again on new ports, up to ``tries`` times."""
+        nodes = self.start_head(timeout, tries=tries)
+        for i in range(self.workers):
+            nodes = self.start_worker(i, timeout, tries=tries)
+        outside = [n["NodeManagerAddress"] for n in nodes if not n["NodeManagerAddress"].startswith("127.")]
+        if outside:
+            raise RuntimeError(f"Ray nodes not on loopback: {outside}")
+        return nodes
+
+    def start_worker(self, i: int = 0, timeout: float = 120.0, *, tries: int = 3) -> list[dict]:
+        """Worker node ``i`` (again, after :meth:`kill_worker`), retried on new ports like :meth:`start`."""
+        alive = sum(1 for name, proc in self.procs.items() if name != f"worker{i}" and proc.poll() is None)
+        for attempt in range(1, tries + 1):
+            ports, _ = _port_args(worker_ip(i), head=False)
+            self._start(f"worker{i}", [f"--address={self.address}", f"--node-ip-address={worker_ip(i)}", *ports],
+                        cpus=self.cpus, gpus=self.gpus)
+            try:
+                return self.wait_nodes(alive + 1, timeout / tries, newest=f"worker{i}")
+            except TimeoutError:
+                self.kill_worker(i)
+                if attempt == tries:
+                    raise
+                print(f"  worker node {i} did not come up (see {self.logs}); again on new ports", flush=True)
+        raise AssertionError("unreachable")
 
     def nodes(self) -> list[dict]:
         """``ray.nodes()`` as seen by a short-lived driver on the head's address."""
@@ -189,12 +251,16 @@ class LoopbackCluster:
                 return json.loads(line[len("NODES="):])
         raise RuntimeError(f"could not list nodes: {out.stderr[-2000:]}")
 
-    def wait_nodes(self, n: int, timeout: float) -> list[dict]:
+    def wait_nodes(self, n: int, timeout: float, *, newest: str | None = None) -> list[dict]:
+        """The alive nodes once there are ``n``; a head that exits raises RuntimeError, and so does the ``newest``
+        node's ``ray start`` exiting (TimeoutError: it can be started again)."""
         deadline = time.monotonic() + timeout
         while True:
-            for proc in (self.head, self.worker):
-                if proc is not None and proc.poll() is not None and proc is self.head:
-                    raise RuntimeError(f"ray head exited: {(self.root / 'head.log').read_text()[-3000:]}")
+            if self.head is not None and self.head.poll() is not None:
+                raise RuntimeError(f"ray head exited: {(self.logs / 'head.log').read_text()[-3000:]}")
+            node = self.procs.get(newest or "")
+            if node is not None and node.poll() is not None:
+                raise TimeoutError(f"{newest}'s `ray start` exited ({node.returncode})")
             try:
                 alive = [x for x in self.nodes() if x["Alive"]]
             except (RuntimeError, subprocess.TimeoutExpired):
@@ -202,33 +268,53 @@ class LoopbackCluster:
             if len(alive) >= n:
                 return alive
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(alive)} of {n} Ray nodes came up")
+                raise TimeoutError(f"{len(alive)} of {n} Ray nodes came up; logs in {self.logs} and {self.root}/ray")
             time.sleep(1.0)
 
-    def worker_raylet_pid(self) -> int:
-        assert self.worker is not None
-        for pid in descendants(self.worker.pid):
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
-                    return pid
-            except OSError:
-                continue
-        raise RuntimeError("the worker node has no raylet")
+    def raylet_pid(self, i: int = 0) -> int:
+        """Worker node ``i``'s raylet."""
+        proc = self.procs[f"worker{i}"]
+        for pid in descendants(proc.pid):
+            if comm(pid) == "raylet":
+                return pid
+        raise RuntimeError(f"worker node {i} has no raylet")
 
-    def worker_alive(self) -> bool:
-        return self.worker is not None and self.worker.poll() is None
+    def worker_raylet_pid(self) -> int:
+        return self.raylet_pid(0)
+
+    def worker_alive(self, i: int = 0) -> bool:
+        proc = self.procs.get(f"worker{i}")
+        return proc is not None and proc.poll() is None
+
+    def _kill_node(self, name: str) -> list[int]:
+        """SIGKILL one node: its raylet first (the node's death as Ray sees it), then the rest of its processes
+        (workers, agents, the ``ray start`` process). Returns the PIDs killed."""
+        proc = self.procs[name]
+        tree = descendants(proc.pid)  # before any kill: the raylet's children are re-parented once it dies
+        raylets = [p for p in tree if comm(p) == "raylet"]
+        sigkill(raylets)
+        rest = [p for p in [*tree, proc.pid] if p not in raylets and running(p)]
+        sigkill(rest)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        return raylets + rest
+
+    def kill_worker(self, i: int = 0) -> list[int]:
+        """SIGKILL worker node ``i`` (see :meth:`_kill_node`)."""
+        return self._kill_node(f"worker{i}")
 
     def stop(self) -> None:
-        pids = set(self.tracked)
-        for pid in self.tracked:
-            pids.update(descendants(pid))
+        pids: set[int] = set()
+        for proc in self.procs.values():
+            pids.update([proc.pid, *descendants(proc.pid)])
         sigkill(sorted(pids))
-        for proc in (self.head, self.worker):
-            if proc is not None:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         kill_marked(self.root)
 
 

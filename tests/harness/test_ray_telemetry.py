@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from loopback_cluster import HEAD_IP, LoopbackCluster, _port_args
+from loopback_cluster import LoopbackCluster, comm, descendants
 
 from more.privacy import TELEMETRY_OFF
 
@@ -64,29 +64,12 @@ def test_workers_on_a_cluster_started_without_the_switches_get_them_from_the_run
     cluster = LoopbackCluster(proc_root, token=secrets.token_hex(16))
     for key in NOT_RAY:  # a head that knows nothing of more's switches (Ray's own is off: it is a test cluster)
         cluster.env.pop(key, None)
-    ports, gcs = _port_args(HEAD_IP, head=True)
-    cluster.address = f"{HEAD_IP}:{gcs}"
-    cluster.head = cluster._start(["--head", f"--node-ip-address={HEAD_IP}", "--include-dashboard=false",
-                                   f"--temp-dir={proc_root / 'ray'}", *ports], "head.log")
     try:
-        cluster.wait_nodes(1, 120)
-        raylets = [pid for pid in _descendants_named(cluster.head.pid, "raylet")]
+        cluster.start_head()
+        raylets = [pid for pid in descendants(cluster.head.pid) if comm(pid) == "raylet"]
         assert raylets and all(key not in environ_of(pid) for pid in raylets for key in NOT_RAY)
         enable_token_auth(cluster.token)
         with ray_runtime(cluster.address):
             assert worker_env() == TELEMETRY_OFF
     finally:
         cluster.stop()
-
-
-def _descendants_named(pid: int, name: str) -> list[int]:
-    from loopback_cluster import descendants
-
-    found = []
-    for child in descendants(pid):
-        try:
-            if Path(f"/proc/{child}/comm").read_text().strip() == name:
-                found.append(child)
-        except OSError:
-            continue
-    return found
