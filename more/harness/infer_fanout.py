@@ -16,8 +16,9 @@ machine's GPUs and as many CPUs as the network workers and ``--workers`` CRF tas
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from more.eval.infer_job import InferPlan
 from more.eval.infer_store import InferStore, batch_grid
 
 CALLS_PER_WORKER = 2  # batches queued on each network worker: the next one is decoded while one runs
+STALL_S = 300.0  # how long a run with work left waits for room for a network worker (every node gone)
 # what a lost process or node raises for a call (never a user error inside the call, which is a RayTaskError)
 LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
         ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
@@ -106,6 +108,9 @@ def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: in
         crf = crf_workers or max(1, cpus - workers)
         fan = FanOut(net_workers=workers, gpus=use_gpus, crf_slots=crf, address=runtime.address or str(address))
         log(f"infer fan-out: {fan.describe()}")
+        if cpus - workers < 1:
+            log(f"infer fan-out: note: the cluster has {cpus} CPU(s) and each network worker holds one; at most "
+                f"{max(cpus - 1, 1)} run at once, leaving a CPU to the CRF")
         yield fan
 
 
@@ -162,6 +167,75 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
+class WorkerPool:
+    """The network workers of one run, one slot each: started when a slot has work and the cluster has room, replaced
+    after a loss, released when the CRF tasks need their CPUs.
+
+    Room: a network worker holds one CPU (and one GPU with ``gpus``); a new one starts only where it leaves a CPU for
+    the CRF (or as the only worker). When the CRF tasks wait and the workers hold every CPU of the live cluster (a lost
+    node shrank it, or the workers fill it), idle workers are released one at a time. The cluster's resources are
+    read at most every ``check_s`` seconds.
+
+    Args:
+        start: starts one worker (an actor handle).
+        size: slots.
+        gpus: each worker holds a GPU.
+        kill: ends a worker (``ray.kill``).
+        resources: the live cluster's totals (``ray.cluster_resources``).
+    """
+
+    def __init__(self, start: Callable[[], Any], size: int, *, gpus: bool, kill: Callable[[Any], None] = ray.kill,
+                 resources: Callable[[], dict[str, float]] = ray.cluster_resources, check_s: float = 2.0) -> None:
+        self._start, self._kill, self._resources, self.gpus, self.check_s = start, kill, resources, gpus, check_s
+        self.actors: list[Any] = [None] * size
+        self.generation = [0] * size  # bumped when a worker is replaced or released: its calls in flight are stale
+        self.busy = [0] * size  # calls in flight
+        self._read_at, self._total = -float("inf"), {}
+
+    def live(self) -> int:
+        return sum(actor is not None for actor in self.actors)
+
+    def spare(self) -> tuple[float, float]:
+        """CPUs and GPUs of the live cluster that no network worker holds."""
+        now = time.monotonic()
+        if now - self._read_at >= self.check_s:
+            self._total, self._read_at = dict(self._resources()), now
+        live = self.live()
+        return self._total.get("CPU", 0.0) - live, self._total.get("GPU", 0.0) - (live if self.gpus else 0)
+
+    def ready(self, a: int) -> bool:
+        """Slot ``a`` has a worker, started now if the cluster has room for it."""
+        if self.actors[a] is not None:
+            return True
+        cpus, gpus = self.spare()
+        if cpus >= (2 if self.live() else 1) and (gpus >= 1 or not self.gpus):
+            self.actors[a] = self._start()
+            return True
+        return False
+
+    def drop(self, a: int) -> None:
+        """End slot ``a``'s worker (lost or released); the slot starts a new one when it has work and room."""
+        if self.actors[a] is not None:
+            self._kill(self.actors[a])
+        self.actors[a], self.busy[a] = None, 0
+        self.generation[a] += 1
+
+    def make_room(self) -> bool:
+        """Release an idle worker when the workers hold every CPU of the live cluster (the CRF tasks waiting then
+        have none); True when one was released."""
+        if self.spare()[0] >= 1:
+            return False
+        idle = [a for a, actor in enumerate(self.actors) if actor is not None and self.busy[a] == 0]
+        if idle:
+            self.drop(idle[-1])
+            return True
+        return False
+
+    def release_all(self) -> None:
+        for a in range(len(self.actors)):
+            self.drop(a)
+
+
 def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferResult:
     """Run a checked plan on the Ray the fan-out is connected to; resumes from what ``plan.out`` records.
 
@@ -188,16 +262,17 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     def start_worker() -> Any:
         return worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
 
-    actors = [start_worker() for _ in range(fan.net_workers)]
-    generation = [0] * len(actors)  # bumped when a lost worker is replaced: its calls still in flight are stale
+    pool = WorkerPool(start_worker, fan.net_workers, gpus=fan.gpus)
+    for a in range(fan.net_workers):
+        pool.ready(a)
     kwargs = crf_kwargs(cfg)
     net: dict[Any, tuple[int, int, tuple[int, ...]]] = {}  # first return of a batch call -> (actor, generation, batch)
-    busy = [0] * len(actors)
     crf: dict[Any, tuple[int, ...]] = {}  # CRF task -> its batch
     crf_cap = 2 * fan.crf_slots  # CRF inputs in flight: bounds the object store's memory
     requeued: set[tuple[int, ...]] = set()  # batches put back after a loss and not dispatched again yet
     lost, budget = 0, restart_budget(fan.net_workers)
     finished = False
+    stalled_since: float | None = None  # work left, nothing in flight and no room for a network worker
 
     def put_back(batch: tuple[int, ...], exc: BaseException, what: str | None) -> None:
         """A call lost with its process or node: its batch runs again (what it recorded stays recorded). ``what``
@@ -218,8 +293,8 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
 
     try:
         while todo or net or crf:
-            for a in range(len(actors)):
-                while todo and busy[a] < CALLS_PER_WORKER and len(crf) < crf_cap:
+            for a in range(len(pool.actors)):
+                while todo and pool.busy[a] < CALLS_PER_WORKER and len(crf) < crf_cap and pool.ready(a):
                     indices = todo.popleft()
                     batch = tuple(indices)
                     requeued.discard(batch)
@@ -228,16 +303,32 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
                         continue
                     batch_names = [names[i] for i in indices]
                     crf_names = [n for n in batch_names if n in second] if options.crf else []
-                    refs = actors[a].batch.options(num_returns=1 + len(crf_names)).remote(
+                    refs = pool.actors[a].batch.options(num_returns=1 + len(crf_names)).remote(
                         indices, sorted(first), crf_names)
                     refs = refs if isinstance(refs, list) else [refs]
-                    net[refs[0]] = (a, generation[a], batch)
-                    busy[a] += 1
+                    net[refs[0]] = (a, pool.generation[a], batch)
+                    pool.busy[a] += 1
                     for job in refs[1:]:
                         crf[crf_task.remote(job, options.task, kwargs, k)] = batch
+            if not todo and not net and pool.live():
+                # the network pass is done: its workers' CPUs (GPUs) go to the CRF tasks left and to other jobs
+                pool.release_all()
+                if crf:
+                    log(f"infer: network pass done, its workers released; {len(crf)} CRF task(s) left")
+            elif crf and pool.make_room():
+                log(f"infer: a network worker released: the live cluster's CPUs were all held by network workers "
+                    f"and {len(crf)} CRF task(s) waited")
             waiting = [*net, *crf]
             if not waiting:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > STALL_S:
+                    cpus, gpus = pool.spare()
+                    raise WorkersLost(f"infer: no room for a network worker for {STALL_S:g} s (the live cluster has "
+                                      f"{cpus:g} CPU(s) and {gpus:g} GPU(s) free); the finished images are kept in "
+                                      f"{plan.out}: run the same command again once nodes are back")
+                time.sleep(0.5)
                 continue
+            stalled_since = None
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             if ready:
                 rest = [r for r in waiting if r not in set(ready)]
@@ -246,17 +337,14 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
             for ref in ready:
                 if ref in net:
                     a, gen, batch = net.pop(ref)
-                    current = gen == generation[a]
+                    current = gen == pool.generation[a]
                     if current:
-                        busy[a] -= 1
+                        pool.busy[a] -= 1
                     try:
                         value = ray.get(ref)
                     except LOST as exc:
-                        if current:  # the first of its calls to fail: replace the worker (Ray places it anew)
-                            generation[a] += 1
-                            busy[a] = 0
-                            ray.kill(actors[a])
-                            actors[a] = start_worker()
+                        if current:  # the first of its calls to fail: the slot starts a new worker where Ray has room
+                            pool.drop(a)
                         put_back(batch, exc, f"network worker {a + 1}" if current else None)
                         continue
                     except ray.exceptions.RayError as exc:
@@ -276,7 +364,6 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
             store.raise_error()
         finished = True
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        pool.release_all()
         store.close(discard=not finished)
     return result_of(store, names, finished_before)

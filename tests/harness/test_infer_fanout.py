@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from loopback_cluster import PYTHON, marked_pids, process_env
+from loopback_cluster import PYTHON, LoopbackCluster, descendants, marked_pids, process_env, short_dir
 from tiny_config import TINY
 
 from more.__main__ import main
@@ -90,16 +92,17 @@ def test_infer_on_the_embedded_ray_with_two_network_workers(ckpt_and_reference, 
     assert marked_pids(str(proc_root)) == []
 
 
-def busy_network_workers(root: Path) -> list[int]:
-    """This test's Ray processes whose network worker runs a call (Ray titles an actor's process
-    ``ray::NetWorker.__init__`` while it is built, ``ray::NetWorker.batch`` while it runs a call)."""
+def network_workers(pids: list[int], title: bytes = b"ray::NetWorker.batch") -> list[int]:
+    """Those of ``pids`` that run a network worker whose process title starts with ``title`` (Ray titles an actor's
+    process ``ray::NetWorker.__init__`` while it is built, ``ray::NetWorker.batch`` while it runs a call, and
+    ``ray::NetWorker`` in between): by default, those in the middle of a call."""
     found = []
-    for pid in marked_pids(str(root)):
+    for pid in pids:
         try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         except OSError:
             continue
-        if title.startswith(b"ray::NetWorker.batch"):
+        if name.startswith(title):
             found.append(pid)
     return found
 
@@ -131,7 +134,7 @@ def test_a_network_worker_killed_mid_run_is_replaced_and_the_run_ends_with_the_i
                              "--workers", "1"], env=process_env(proc_root), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while not (victims := busy_network_workers(proc_root)):
+        while not (victims := network_workers(marked_pids(str(proc_root)))):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "infer.log").read_text()[-3000:]
             time.sleep(0.02)
         os.kill(victims[0], signal.SIGKILL)
@@ -144,6 +147,42 @@ def test_a_network_worker_killed_mid_run_is_replaced_and_the_run_ends_with_the_i
     assert re.search(r"infer: network worker [12] lost \(ActorDiedError\); its batches run again \(1 of 4 losses one "
                      r"run replaces\)", text), text[-3000:]
     assert "2 CPU network worker(s)" in text and "96 images (96 this run)" in text, text[-3000:]
+    assert_like_reference(out, reference)
+
+
+@pytest.mark.cluster
+def test_a_node_lost_mid_run_takes_a_network_worker_and_crf_inputs_and_the_run_ends_with_the_in_process_bytes(
+        longer_run, tmp_path):
+    """A loopback cluster of a head without CPUs and two worker nodes of two CPUs runs two network workers and two CRF
+    slots; the node of a network worker in the middle of a batch is SIGKILLed whole (raylet first). The driver runs
+    the lost batches and CRF inputs again with a worker where the node left has room (one worker and one CRF task on
+    its two CPUs), and the outputs are still the bytes of the in-process run."""
+    ckpt, reference = longer_run
+    root = short_dir("mn-")
+    cluster = LoopbackCluster(root, secrets.token_hex(16), workers=2, cpus_per_node=2, head_cpus=0)
+    out, log_path = tmp_path / "node", tmp_path / "infer.log"
+    proc = None
+    try:
+        cluster.start()
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([PYTHON, "-m", "more", "infer", str(ckpt), *ARGS, "--out", str(out), "--address",
+                                     cluster.address, "--net-workers", "2"], env=cluster.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not (hosts := [i for i in range(2) if network_workers(descendants(cluster.procs[f"worker{i}"].pid))]):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.02)
+        cluster.kill_worker(hosts[0])
+        assert proc.wait(timeout=400) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    text = log_path.read_text()
+    assert "2 CPU network worker(s) and 2 CRF slot(s)" in text, text[-3000:]
+    assert re.search(r"infer: network worker [12] lost \(\w+\); its batches run again", text), text[-3000:]
+    assert "96 images (96 this run)" in text, text[-3000:]
     assert_like_reference(out, reference)
 
 
