@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmpfs import mounted_tmpfs
 
 from more.__main__ import user_error_line
 from more.outputs import (
@@ -29,19 +30,10 @@ from more.outputs import (
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path):
+def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs mounted at a folder of the test (root only; skipped where mount is refused)."""
-    mnt = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-capped tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / f"fs-{uuid.uuid4().hex[:6]}", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_human_bytes():

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import scipy.io
 import scipy.sparse
 from PIL import Image
+from tmpfs import mounted_tmpfs
 
 from more.__main__ import main
 from more.data.check import inspect_dataset
@@ -255,21 +257,10 @@ def test_sbd_mat_structure_is_what_scipy_reads(tmp_path):
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path):
+def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 40 kB tmpfs (ten pages) mounted at a folder of the test (root only; skipped where mount is refused)."""
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-capped tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "40k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_a_full_disk_is_one_line_and_the_next_run_finishes(release, small_fs, capsys):

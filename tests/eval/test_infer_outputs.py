@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from infer_helpers import assert_same_outputs, leftovers, tree_digest
+from tmpfs import mounted_tmpfs
 
 from more.__main__ import main
 
@@ -74,19 +75,10 @@ def test_an_owned_folder_is_resumed_without_force(infer_ckpt, tmp_path, capsys):
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path):
+def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs (root only; skipped where mount is refused)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-capped tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs refused here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_finishes(infer_ckpt, small_fs, tmp_path, capsys):
