@@ -109,8 +109,8 @@ def fanout_runtime(address: str | None, *, net_workers: int = 0, crf_workers: in
         fan = FanOut(net_workers=workers, gpus=use_gpus, crf_slots=crf, address=runtime.address or str(address))
         log(f"infer fan-out: {fan.describe()}")
         if cpus - workers < 1:
-            log(f"infer fan-out: note: the cluster has {cpus} CPU(s) and each network worker holds one; at most "
-                f"{max(cpus - 1, 1)} run at once, leaving a CPU to the CRF")
+            log(f"infer fan-out: note: the cluster has {cpus} CPU(s) and each network worker holds one; idle "
+                f"workers are released while CRF tasks wait for a CPU")
         yield fan
 
 
@@ -168,13 +168,13 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 class WorkerPool:
-    """The network workers of one run, one slot each: started when a slot has work and the cluster has room, replaced
-    after a loss, released when the CRF tasks need their CPUs.
+    """The network workers of one run, one slot each: all started at first, replaced after a loss when the cluster has
+    room, released when the CRF tasks need their CPUs.
 
-    Room: a network worker holds one CPU (and one GPU with ``gpus``); a new one starts only where it leaves a CPU for
-    the CRF (or as the only worker). When the CRF tasks wait and the workers hold every CPU of the live cluster (a lost
-    node shrank it, or the workers fill it), idle workers are released one at a time. The cluster's resources are
-    read at most every ``check_s`` seconds.
+    Room: a network worker holds one CPU (and one GPU with ``gpus``); a replacement starts only where it leaves a CPU
+    for the CRF (or as the only worker). When the CRF tasks wait and the workers hold every CPU of the live cluster
+    (a lost node shrank it, or the workers fill it), idle workers are released one at a time. The cluster's resources
+    are read at most every ``check_s`` seconds.
 
     Args:
         start: starts one worker (an actor handle).
@@ -212,6 +212,12 @@ class WorkerPool:
             self.actors[a] = self._start()
             return True
         return False
+
+    def start_all(self) -> None:
+        """A worker in every empty slot, room or not (the run's first workers, as sized by :func:`fanout_runtime`)."""
+        for a, actor in enumerate(self.actors):
+            if actor is None:
+                self.actors[a] = self._start()
 
     def drop(self, a: int) -> None:
         """End slot ``a``'s worker (lost or released); the slot starts a new one when it has work and room."""
@@ -263,8 +269,7 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
         return worker.remote(cfg, state, plan.run.iteration, str(plan.run.checkpoint), plan.split, options, fan.gpus)
 
     pool = WorkerPool(start_worker, fan.net_workers, gpus=fan.gpus)
-    for a in range(fan.net_workers):
-        pool.ready(a)
+    pool.start_all()  # as many as asked for: Ray queues (or an autoscaler adds nodes for) those with no room yet
     kwargs = crf_kwargs(cfg)
     net: dict[Any, tuple[int, int, tuple[int, ...]]] = {}  # first return of a batch call -> (actor, generation, batch)
     crf: dict[Any, tuple[int, ...]] = {}  # CRF task -> its batch

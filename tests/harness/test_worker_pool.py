@@ -33,6 +33,18 @@ def test_a_worker_starts_only_where_it_leaves_a_cpu_to_the_crf_unless_it_is_the_
     assert [lone.ready(a) for a in range(2)] == [True, False]  # the only worker takes the only CPU
 
 
+def test_the_first_workers_all_start_however_full_the_cluster_and_idle_ones_then_make_room():
+    cluster = Cluster(CPU=2)
+    pool = cluster.pool(3)
+    pool.start_all()  # what the user asked for: Ray queues the one with no CPU
+    assert pool.actors == [1, 2, 3] and pool.spare() == (-1, 0)
+    pool.busy[:] = [1, 1, 0]
+    assert pool.make_room() is True and cluster.killed == [3]
+    pool.busy[:] = [1, 0, 0]
+    assert pool.make_room() is True and cluster.killed == [3, 2] and pool.spare() == (1, 0)
+    assert pool.make_room() is False
+
+
 def test_gpu_workers_need_a_free_gpu_each():
     pool = Cluster(CPU=8, GPU=1).pool(2, gpus=True)
     assert [pool.ready(a) for a in range(2)] == [True, False]
