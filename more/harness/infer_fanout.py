@@ -32,19 +32,49 @@ from more.eval.infer_store import InferStore, batch_grid
 
 CALLS_PER_WORKER = 2  # batches queued on each network worker: the next one is decoded while one runs
 STALL_S = 300.0  # how long a run with work left waits for room for a network worker (every node gone)
+LOSS_EVENT_S = 60.0  # losses within this long of an event's first are that event (one node's death, in steps)
 # what a lost process or node raises for a call (never a user error inside the call, which is a RayTaskError)
 LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
         ray.exceptions.ObjectLostError, ray.exceptions.LocalRayletDiedError)
 
 
 class WorkersLost(RuntimeError):
-    """More network workers or CRF inputs were lost than one run replaces; the finished images are kept."""
+    """More network workers or CRF inputs were lost than one run replaces, or a network worker could not start; the
+    finished images are kept."""
 
 
 def restart_budget(net_workers: int) -> int:
     """How many lost network workers one run replaces before it gives up (a node flapping forever is not retried
     forever): two per worker, at least three."""
     return max(3, 2 * net_workers)
+
+
+class Losses:
+    """A run's losses counted as events: the losses within ``window_s`` of an event's first loss belong to it. A
+    node's death reaches the driver in steps (its network worker's call fails; a replacement that Ray placed there
+    before marking the node dead fails too; the CRF inputs the node held are lost), which must not use up a budget
+    meant for separate failures. The window is fixed from the event's first loss, so a worker that keeps dying
+    still opens a new event every ``window_s``.
+    """
+
+    def __init__(self, budget: int, *, window_s: float = LOSS_EVENT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget, self.window_s, self._clock = budget, window_s, clock
+        self.events = 0
+        self._started: float | None = None
+
+    def add(self) -> bool:
+        """Count one loss; True when it opens a new event."""
+        now = self._clock()
+        if self._started is not None and now - self._started <= self.window_s:
+            return False
+        self.events, self._started = self.events + 1, now
+        return True
+
+    @property
+    def over(self) -> bool:
+        """More events than the budget."""
+        return self.events > self.budget
 
 
 @dataclass
@@ -157,6 +187,12 @@ class NetWorker:
 def crf_task(job: Any, task: str, kwargs: dict[str, float], k: int) -> CrfDone:
     """One image's DenseCRF on one CPU."""
     return run_crf(job, task, kwargs, k)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an error's text (a traceback's ``Type: message``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(exc).__name__
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -275,23 +311,28 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     crf: dict[Any, tuple[int, ...]] = {}  # CRF task -> its batch
     crf_cap = 2 * fan.crf_slots  # CRF inputs in flight: bounds the object store's memory
     requeued: set[tuple[int, ...]] = set()  # batches put back after a loss and not dispatched again yet
-    lost, budget = 0, restart_budget(fan.net_workers)
+    losses = Losses(restart_budget(fan.net_workers))
+    logged: set[tuple[int, str]] = set()  # (event, kind of loss) already logged: one line each
     finished = False
     stalled_since: float | None = None  # work left, nothing in flight and no room for a network worker
 
     def put_back(batch: tuple[int, ...], exc: BaseException, what: str | None) -> None:
         """A call lost with its process or node: its batch runs again (what it recorded stays recorded). ``what``
-        names a new loss (counted, logged); None is a call that failed with a loss already counted."""
-        nonlocal lost
+        names a new loss (counted as an event, logged once per event and kind); None is a call that failed with a
+        loss already counted."""
         if what is not None:
-            lost += 1
-            if lost > budget:
-                raise WorkersLost(f"infer: {lost} losses of a network worker or CRF input in this run (more than "
-                                  f"{budget}), the last by {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; "
-                                  f"the finished images are kept in {plan.out}: run the same command again to "
-                                  f"continue") from None
-            log(f"infer: {what} lost ({type(exc).__name__}); its batches run again ({lost} of {budget} losses one "
-                f"run replaces)")
+            new = losses.add()
+            if losses.over:
+                raise WorkersLost(f"infer: {losses.events} losses of a network worker or CRF input in this run (more "
+                                  f"than {losses.budget}; losses within {losses.window_s:g} s count as one), the "
+                                  f"last by {type(exc).__name__}: {' '.join(str(exc).split())[:300]}; the finished "
+                                  f"images are kept in {plan.out}: run the same command again to continue") from None
+            kind = "a CRF task's input" if what.startswith("a CRF") else what
+            if (losses.events, kind) not in logged:
+                logged.add((losses.events, kind))
+                count = (f"{losses.events} of {losses.budget} losses one run replaces" if new else
+                         f"part of loss {losses.events}: within {losses.window_s:g} s of it")
+                log(f"infer: {what} lost ({type(exc).__name__}); its batches run again ({count})")
         if batch not in requeued:
             requeued.add(batch)
             todo.appendleft(list(batch))
@@ -348,6 +389,8 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
                     try:
                         value = ray.get(ref)
                     except LOST as exc:
+                        if getattr(exc, "actor_init_failed", False):  # its __init__ raised: an error, not a loss
+                            raise WorkersLost(f"infer: a network worker could not start: {_last_line(exc)}") from None
                         if current:  # the first of its calls to fail: the slot starts a new worker where Ray has room
                             pool.drop(a)
                         put_back(batch, exc, f"network worker {a + 1}" if current else None)

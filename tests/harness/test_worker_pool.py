@@ -1,11 +1,11 @@
-"""``WorkerPool`` (more.harness.infer_fanout): when a network worker may start, and which one is released for the CRF,
-on hand-made cluster totals (no Ray)."""
+"""``WorkerPool`` and ``Losses`` (more.harness.infer_fanout): when a network worker may start, which one is released
+for the CRF, and how losses are counted, on hand-made cluster totals and a hand-moved clock (no Ray)."""
 
 from __future__ import annotations
 
 import itertools
 
-from more.harness.infer_fanout import WorkerPool
+from more.harness.infer_fanout import Losses, WorkerPool
 
 
 class Cluster:
@@ -97,3 +97,26 @@ def test_the_cluster_is_read_at_most_every_check_s():
     cluster.totals["CPU"] = 1
     assert pool.make_room() is False and cluster.reads == 1  # the cached totals still say 4 CPUs
     assert cluster.pool(1, check_s=0).spare() == (1, 0)
+
+
+def test_losses_within_the_window_of_an_events_first_are_that_event():
+    now = [0.0]
+    losses = Losses(2, window_s=60, clock=lambda: now[0])
+    steps = []
+    for t in (0, 3, 20, 60, 60.5, 100, 121, 130, 200):  # a node's death in steps, then two more failures
+        now[0] = t
+        steps.append((losses.add(), losses.events, losses.over))
+    assert steps == [(True, 1, False), (False, 1, False), (False, 1, False), (False, 1, False),  # 0..60: one event
+                     (True, 2, False), (False, 2, False),  # 60.5 opens the second (fixed window, not sliding)
+                     (True, 3, True), (False, 3, True), (True, 4, True)]
+
+
+def test_a_worker_that_keeps_dying_opens_a_new_event_every_window():
+    now = [0.0]
+    losses = Losses(3, window_s=60, clock=lambda: now[0])
+    for t in range(0, 1000, 5):  # every 5 s, for good
+        now[0] = t
+        losses.add()
+        if losses.over:
+            break
+    assert losses.events == 4 and now[0] == 195  # events open at 0, 65, 130 and 195 s
