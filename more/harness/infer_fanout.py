@@ -189,8 +189,11 @@ def crf_task(job: Any, task: str, kwargs: dict[str, float], k: int) -> CrfDone:
     return run_crf(job, task, kwargs, k)
 
 
-def _last_line(exc: BaseException) -> str:
-    """The last non-empty line of an error's text (a traceback's ``Type: message``)."""
+def start_failure(exc: BaseException) -> str | None:
+    """The last line of the error a network worker's ``__init__`` raised (its traceback's ``Type: message``), or
+    None when ``exc`` is not that (a lost process or node, or an error inside a call)."""
+    if not (isinstance(exc, ray.exceptions.RayActorError) and getattr(exc, "actor_init_failed", False)):
+        return None
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1][:500] if lines else type(exc).__name__
 
@@ -389,8 +392,10 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
                     try:
                         value = ray.get(ref)
                     except LOST as exc:
-                        if getattr(exc, "actor_init_failed", False):  # its __init__ raised: an error, not a loss
-                            raise WorkersLost(f"infer: a network worker could not start: {_last_line(exc)}") from None
+                        if (why := start_failure(exc)) is not None:  # an error to stop on, not a loss
+                            raise WorkersLost(f"infer: a network worker could not start: {why}; the finished images "
+                                              f"are kept in {plan.out}: run the same command again once it is "
+                                              f"fixed") from None
                         if current:  # the first of its calls to fail: the slot starts a new worker where Ray has room
                             pool.drop(a)
                         put_back(batch, exc, f"network worker {a + 1}" if current else None)

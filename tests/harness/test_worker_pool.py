@@ -1,11 +1,12 @@
-"""``WorkerPool`` and ``Losses`` (more.harness.infer_fanout): when a network worker may start, which one is released
-for the CRF, and how losses are counted, on hand-made cluster totals and a hand-moved clock (no Ray)."""
+"""``WorkerPool``, ``Losses`` and ``start_failure`` (more.harness.infer_fanout): when a network worker may start, which
+one is released for the CRF, how losses are counted and which failure is an error to stop on, on hand-made cluster
+totals, a hand-moved clock and Ray's exception classes (no Ray running)."""
 
 from __future__ import annotations
 
 import itertools
 
-from more.harness.infer_fanout import Losses, WorkerPool
+from more.harness.infer_fanout import Losses, WorkerPool, start_failure
 
 
 class Cluster:
@@ -120,3 +121,15 @@ def test_a_worker_that_keeps_dying_opens_a_new_event_every_window():
         if losses.over:
             break
     assert losses.events == 4 and now[0] == 195  # events open at 0, 65, 130 and 195 s
+
+
+def test_a_worker_whose_init_raised_is_an_error_to_stop_on_and_a_lost_one_is_not():
+    from ray.exceptions import ActorDiedError, RayTaskError, WorkerCrashedError
+
+    trace = ("Traceback (most recent call last):\n  File \"more/harness/infer_fanout.py\", in __init__\n"
+             "FileNotFoundError: no dataset at /data/VOC2012 on this node\n")
+    raised = RayTaskError("NetWorker.__init__", trace, FileNotFoundError("no dataset at /data/VOC2012 on this node"))
+    assert start_failure(ActorDiedError(raised)) == "FileNotFoundError: no dataset at /data/VOC2012 on this node"
+    assert start_failure(ActorDiedError()) is None  # died with its process or node: a loss
+    assert start_failure(WorkerCrashedError()) is None
+    assert start_failure(raised) is None  # an error inside a call: raised as it is
