@@ -31,7 +31,8 @@ from more.eval.infer_job import InferPlan
 from more.eval.infer_store import InferStore, batch_grid
 
 CALLS_PER_WORKER = 2  # batches queued on each network worker: the next one is decoded while one runs
-STALL_S = 300.0  # how long a run with work left waits for room for a network worker (every node gone)
+STALL_S = 300.0  # how long a run with work left waits while nothing can run (every node gone)
+STALL_ENV = "MORE_INFER_STALL_S"  # overrides STALL_S (an autoscaling cluster may want to wait longer)
 LOSS_EVENT_S = 60.0  # losses within this long of an event's first are that event (one node's death, in steps)
 # what a lost process or node raises for a call (never a user error inside the call, which is a RayTaskError)
 LOST = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -234,6 +235,10 @@ class WorkerPool:
     def live(self) -> int:
         return sum(actor is not None for actor in self.actors)
 
+    def cpus(self) -> float:
+        """CPUs of the live cluster (held by the workers or not)."""
+        return self.spare()[0] + self.live()
+
     def spare(self) -> tuple[float, float]:
         """CPUs and GPUs of the live cluster that no network worker holds."""
         now = time.monotonic()
@@ -317,7 +322,8 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
     losses = Losses(restart_budget(fan.net_workers))
     logged: set[tuple[int, str]] = set()  # (event, kind of loss) already logged: one line each
     finished = False
-    stalled_since: float | None = None  # work left, nothing in flight and no room for a network worker
+    stalled_since: float | None = None  # work left and nothing can run: none in flight, or no CPU left in the cluster
+    stall_s = float(os.environ.get(STALL_ENV) or STALL_S)
 
     def put_back(batch: tuple[int, ...], exc: BaseException, what: str | None) -> None:
         """A call lost with its process or node: its batch runs again (what it recorded stays recorded). ``what``
@@ -368,16 +374,19 @@ def run_fanout(plan: InferPlan, fan: FanOut, *, log: Log = log_stderr) -> InferR
                 log(f"infer: a network worker released: the live cluster's CPUs were all held by network workers "
                     f"and {len(crf)} CRF task(s) waited")
             waiting = [*net, *crf]
-            if not waiting:
+            if not waiting or pool.cpus() < 1:  # no room for a network worker, or no CPU for anything in flight
                 stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > STALL_S:
+                if time.monotonic() - stalled_since > stall_s:
                     cpus, gpus = pool.spare()
-                    raise WorkersLost(f"infer: no room for a network worker for {STALL_S:g} s (the live cluster has "
-                                      f"{cpus:g} CPU(s) and {gpus:g} GPU(s) free); the finished images are kept in "
-                                      f"{plan.out}: run the same command again once nodes are back")
-                time.sleep(0.5)
-                continue
-            stalled_since = None
+                    raise WorkersLost(f"infer: nothing could run for {stall_s:g} s (the live cluster has {cpus:g} "
+                                      f"CPU(s) and {gpus:g} GPU(s) free, {len(todo)} batch(es) and {len(crf)} CRF "
+                                      f"task(s) left); the finished images are kept in {plan.out}: run the same "
+                                      f"command again once nodes are back")
+                if not waiting:
+                    time.sleep(0.5)
+                    continue
+            else:
+                stalled_since = None
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             if ready:
                 rest = [r for r in waiting if r not in set(ready)]

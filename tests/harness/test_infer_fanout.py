@@ -92,6 +92,18 @@ def test_infer_on_the_embedded_ray_with_two_network_workers(ckpt_and_reference, 
     assert marked_pids(str(proc_root)) == []
 
 
+def finished_images(out: Path) -> int:
+    """Images ``infer`` has recorded in ``out`` with both their seeds and their masks (``done.jsonl`` has a line per
+    image and output)."""
+    done = out / "done.jsonl"
+    outputs: dict[str, set[str]] = {}
+    for line in done.read_text().splitlines() if done.is_file() else []:
+        if line.strip():
+            record = json.loads(line)
+            outputs.setdefault(record["name"], set()).add(record["output"])
+    return sum(1 for found in outputs.values() if {"seeds", "masks"} <= found)
+
+
 def network_workers(pids: list[int], title: bytes = b"ray::NetWorker.batch") -> list[int]:
     """Those of ``pids`` that run a network worker whose process title starts with ``title`` (Ray titles an actor's
     process ``ray::NetWorker.__init__`` while it is built, ``ray::NetWorker.batch`` while it runs a call, and
@@ -188,6 +200,48 @@ def test_a_node_lost_mid_run_takes_a_network_worker_and_crf_inputs_and_the_run_e
         text[-3000:]
     assert "2 of 4 losses" not in text, text[-3000:]  # the replacement placed there, the CRF inputs: part of loss 1
     assert "96 images (96 this run)" in text, text[-3000:]
+    assert_like_reference(out, reference)
+
+
+@pytest.mark.cluster
+def test_a_run_whose_every_node_is_lost_stops_with_one_line_and_the_same_command_finishes_it_once_a_node_is_back(
+        longer_run, tmp_path):
+    """The only worker node (the head has no CPU) is SIGKILLed while its network worker runs a batch: with nothing
+    able to run for ``MORE_INFER_STALL_S`` (5 s here), ``infer`` stops with one line (exit 2) and keeps what it
+    finished; once a node is back, the same command finishes the rest, and the outputs are the in-process bytes."""
+    ckpt, reference = longer_run
+    root = short_dir("ms-")
+    cluster = LoopbackCluster(root, secrets.token_hex(16), workers=1, cpus_per_node=2, head_cpus=0)
+    out, first_log = tmp_path / "stalled", tmp_path / "first.log"
+    env = {**cluster.env, "MORE_INFER_STALL_S": "5"}
+    proc = None
+    try:
+        cluster.start()
+        command = [PYTHON, "-m", "more", "infer", str(ckpt), *ARGS, "--out", str(out), "--address", cluster.address,
+                   "--net-workers", "1"]
+        with first_log.open("w") as log:
+            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not (finished_images(out) >= 10 and network_workers(descendants(cluster.procs["worker0"].pid))):
+            assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text()[-3000:]
+            time.sleep(0.02)
+        cluster.kill_worker(0)
+        assert proc.wait(timeout=300) == 2, first_log.read_text()[-3000:]
+        text = first_log.read_text()
+        stopped = (r"error: infer: nothing could run for 5 s \(the live cluster has 0 CPU\(s\) and 0 GPU\(s\) free, "
+                   r"\d+ batch\(es\) and \d+ CRF task\(s\) left\); the finished images are kept in ")
+        assert re.search(stopped, text), text[-3000:]
+        kept = finished_images(out)
+        assert 10 <= kept < 96
+        cluster.start_worker(0)
+        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert f"96 images, {kept} finished before" in again.stderr, again.stderr[-3000:]
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
     assert_like_reference(out, reference)
 
 
